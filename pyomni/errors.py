@@ -1,0 +1,201 @@
+"""Typed errors of pyomni.
+
+Every error carries a stable, machine-readable ``reason`` (``UNKNOWN_SKU``,
+``INSUFFICIENT_STOCK``, ...). Callers and the gRPC layer switch on the class or
+on ``reason``; nobody parses messages.
+
+The hierarchy has three groups, each also inheriting the builtin a Python
+caller would expect:
+
+* :class:`InvalidArgument` (``ValueError``) -- the request itself is malformed;
+* :class:`NotFound` (``LookupError``) -- it names something that does not exist;
+* :class:`FailedPrecondition` (``RuntimeError``) -- it is well formed but the
+  current state does not allow it (not enough stock, reservation not held, ...).
+
+A failed call never changes state: the engine validates before it mutates, and
+bulk commands roll back on the first failure.
+
+Examples
+--------
+>>> from pyomni import errors
+>>> try:
+...     raise errors.UnknownSku("no SKU 'X-1'", field="lines[0].sku")
+... except LookupError as exc:
+...     print(exc.reason, exc.field)
+UNKNOWN_SKU lines[0].sku
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PyomniError",
+    "InvalidArgument",
+    "InvalidQuantity",
+    "InvalidCoordinates",
+    "InvalidOrder",
+    "DuplicateId",
+    "NotFound",
+    "UnknownSku",
+    "UnknownLocation",
+    "UnknownReservation",
+    "UnknownPolicy",
+    "FailedPrecondition",
+    "InsufficientStock",
+    "StockReserved",
+    "QuantityOverflow",
+    "ReservationNotHeld",
+    "RequestIdReused",
+    "CapabilityMissing",
+    "OutOfMemory",
+    "InvariantViolation",
+    "ALL_ERRORS",
+]
+
+
+class PyomniError(Exception):
+    """Base class of every pyomni error.
+
+    Parameters
+    ----------
+    message : str
+        Human-readable explanation.
+    field : str, optional
+        The offending request field (``"lines[1].qty"``), when there is one.
+    """
+
+    reason = "PYOMNI_ERROR"
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):  # keep ``field`` across pickling (process pools)
+        return (_rebuild, (type(self), str(self), self.field))
+
+
+def _rebuild(cls, message, field):
+    return cls(message, field=field)
+
+
+# -- bad input ---------------------------------------------------------------
+class InvalidArgument(PyomniError, ValueError):
+    """The request is malformed (missing, out of range or inconsistent fields)."""
+
+    reason = "INVALID_ARGUMENT"
+
+
+class InvalidQuantity(InvalidArgument):
+    """A quantity is zero where it must be positive, negative, or too large."""
+
+    reason = "INVALID_QUANTITY"
+
+
+class InvalidCoordinates(InvalidArgument):
+    """A latitude/longitude is NaN, infinite or out of range."""
+
+    reason = "INVALID_COORDINATES"
+
+
+class InvalidOrder(InvalidArgument):
+    """An order is empty, repeats a SKU, or its options contradict each other."""
+
+    reason = "INVALID_ORDER"
+
+
+class DuplicateId(InvalidArgument):
+    """An id that must be unique (location, SKU, order) is repeated."""
+
+    reason = "DUPLICATE_ID"
+
+
+# -- unknown names -----------------------------------------------------------
+class NotFound(PyomniError, LookupError):
+    """The request names something that does not exist."""
+
+    reason = "NOT_FOUND"
+
+
+class UnknownSku(NotFound):
+    """The SKU is not in the engine's catalogue."""
+
+    reason = "UNKNOWN_SKU"
+
+
+class UnknownLocation(NotFound):
+    """The location id is not in the network."""
+
+    reason = "UNKNOWN_LOCATION"
+
+
+class UnknownReservation(NotFound):
+    """No reservation has this id."""
+
+    reason = "UNKNOWN_RESERVATION"
+
+
+class UnknownPolicy(NotFound):
+    """No routing policy is registered under this name."""
+
+    reason = "UNKNOWN_POLICY"
+
+
+# -- state does not allow it -------------------------------------------------
+class FailedPrecondition(PyomniError, RuntimeError):
+    """Well formed, but the current state does not allow it."""
+
+    reason = "FAILED_PRECONDITION"
+
+
+class InsufficientStock(FailedPrecondition):
+    """Not enough unreserved stock for a sale or transfer."""
+
+    reason = "INSUFFICIENT_STOCK"
+
+
+class StockReserved(FailedPrecondition):
+    """The change would leave on-hand stock below what is reserved."""
+
+    reason = "STOCK_RESERVED"
+
+
+class QuantityOverflow(FailedPrecondition):
+    """The change would push a stock cell above the largest quantity stored."""
+
+    reason = "QUANTITY_OVERFLOW"
+
+
+class ReservationNotHeld(FailedPrecondition):
+    """The reservation is confirmed, released or expired, so this is not allowed."""
+
+    reason = "RESERVATION_NOT_HELD"
+
+
+class RequestIdReused(FailedPrecondition):
+    """A request id was reused for a different request (AIP-155)."""
+
+    reason = "REQUEST_ID_REUSED"
+
+
+class CapabilityMissing(FailedPrecondition):
+    """The location lacks the capability the request needs (e.g. pickup)."""
+
+    reason = "CAPABILITY_MISSING"
+
+
+class OutOfMemory(PyomniError, MemoryError):
+    """The native core could not allocate memory."""
+
+    reason = "OUT_OF_MEMORY"
+
+
+class InvariantViolation(PyomniError, AssertionError):
+    """An internal ledger invariant does not hold (a bug, never bad input)."""
+
+    reason = "INVARIANT_VIOLATED"
+
+
+#: Every concrete error class, for mapping tables that must be total.
+ALL_ERRORS: tuple[type[PyomniError], ...] = tuple(
+    obj for name, obj in list(globals().items())
+    if isinstance(obj, type) and issubclass(obj, PyomniError)
+)

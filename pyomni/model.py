@@ -1,0 +1,400 @@
+"""Value objects of the public API.
+
+These are plain, immutable data: what callers pass in (:class:`Order`,
+:class:`Line`) and what the engine answers (:class:`Allocation`,
+:class:`Reservation`, :class:`StockLevel`, ...). The engine keeps its state in
+native arrays; these objects are built only at the boundary.
+
+Examples
+--------
+>>> from pyomni import Order, Line
+>>> order = Order("o-1", [Line("SKU-1", 2)], destination=(31.23, 121.47))
+>>> order.lines[0].qty
+2
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from . import errors
+
+__all__ = [
+    "LocationKind",
+    "Capability",
+    "Fulfilment",
+    "ReservationState",
+    "AllocationStatus",
+    "Location",
+    "Line",
+    "Order",
+    "CostBreakdown",
+    "Shipment",
+    "ShortLine",
+    "Candidate",
+    "Explanation",
+    "Allocation",
+    "Reservation",
+    "StockLevel",
+    "NearbyStock",
+    "PickupOption",
+    "MAX_QTY",
+    "MAX_LINES",
+    "validate_lat_lon",
+]
+
+#: Largest quantity one stock cell, event or order line may hold (fits int32 with headroom).
+MAX_QTY = 1_000_000_000
+#: Largest number of lines in one order.
+MAX_LINES = 64
+
+
+class LocationKind(enum.IntEnum):
+    """What a location is."""
+
+    STORE = 1
+    WAREHOUSE = 2
+    DARK_STORE = 3
+
+
+class Capability(enum.IntFlag):
+    """What a location can do for online orders (a bit mask)."""
+
+    NONE = 0
+    SHIP = 1  #: ships parcels to customers
+    PICKUP = 2  #: customers collect orders there (click-and-collect)
+    SAME_DAY = 4  #: same-day courier delivery
+
+    @classmethod
+    def parse(cls, value: "Capability | int | str | Iterable[str]") -> "Capability":
+        """Accept a mask, ``"ship|pickup"`` or ``["ship", "pickup"]``.
+
+        >>> Capability.parse("ship|pickup") == Capability.SHIP | Capability.PICKUP
+        True
+        """
+        if isinstance(value, (int, Capability)) and not isinstance(value, bool):
+            mask = int(value)
+            if mask < 0 or mask > 7:
+                raise errors.InvalidArgument(f"capability mask {mask} out of range", field="capabilities")
+            return cls(mask)
+        names = value.replace(",", "|").split("|") if isinstance(value, str) else list(value)
+        mask = cls.NONE
+        for name in names:
+            name = str(name).strip().upper().replace("-", "_")
+            if not name:
+                continue
+            try:
+                mask |= cls[name]
+            except KeyError:
+                raise errors.InvalidArgument(f"unknown capability {name!r}", field="capabilities") from None
+        return mask
+
+
+class Fulfilment(enum.IntEnum):
+    """How the customer receives the order."""
+
+    DELIVERY = 1  #: parcel to an address; fulfilling locations need SHIP
+    PICKUP = 2  #: collect at a store; that store needs PICKUP, others need SHIP
+    SAME_DAY = 3  #: courier the same day; needs SAME_DAY and a short distance
+
+
+class ReservationState(enum.IntEnum):
+    """Life cycle of a reservation: HELD -> CONFIRMED | RELEASED | EXPIRED."""
+
+    HELD = 1
+    CONFIRMED = 2
+    RELEASED = 3
+    EXPIRED = 4
+
+
+class AllocationStatus(enum.IntEnum):
+    """Outcome of a routing decision."""
+
+    ALLOCATED = 1  #: stock is held under ``reservation_id``
+    QUOTED = 2  #: a plan was found; nothing was held (``quote``)
+    UNFULFILLABLE = 3  #: no plan within the constraints; see ``short_lines``
+
+
+def validate_lat_lon(lat: float, lon: float, field: str = "destination") -> tuple[float, float]:
+    """Return ``(lat, lon)`` as floats or raise :class:`~pyomni.errors.InvalidCoordinates`.
+
+    >>> validate_lat_lon(31.2, 121.5)
+    (31.2, 121.5)
+    """
+    try:
+        lat_f, lon_f = float(lat), float(lon)
+    except (TypeError, ValueError):
+        raise errors.InvalidCoordinates(f"coordinates must be numbers, got {lat!r}, {lon!r}", field=field) from None
+    if not (math.isfinite(lat_f) and math.isfinite(lon_f)):
+        raise errors.InvalidCoordinates(f"coordinates must be finite, got {lat_f}, {lon_f}", field=field)
+    if not (-90.0 <= lat_f <= 90.0 and -180.0 <= lon_f <= 180.0):
+        raise errors.InvalidCoordinates(f"coordinates out of range: {lat_f}, {lon_f}", field=field)
+    return lat_f, lon_f
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """One store, warehouse or dark store of the network.
+
+    Parameters
+    ----------
+    id : str
+        External id, unique in the network (``"SH-0042"``).
+    kind : LocationKind
+    lat, lon : float
+        WGS-84 degrees.
+    province_code, prefecture_code : int
+        Administrative codes (``31``, ``310100`` for Shanghai); 0 if unknown.
+    city : str
+    capabilities : Capability
+    daily_capacity : int
+        Online shipments the location can handle per day; 0 means unlimited.
+    fixed_cost : float
+        Cost of one shipment from here, in the cost model's currency.
+    priority : int
+        0 is most preferred; each step adds ``policy.priority_weight`` to the cost.
+    franchise : bool
+    is_open : bool
+    """
+
+    id: str
+    kind: LocationKind
+    lat: float
+    lon: float
+    province_code: int = 0
+    prefecture_code: int = 0
+    city: str = ""
+    capabilities: Capability = Capability.SHIP | Capability.PICKUP
+    daily_capacity: int = 0
+    fixed_cost: float = 8.0
+    priority: int = 0
+    franchise: bool = False
+    is_open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One order line: a SKU and a positive quantity."""
+
+    sku: str
+    qty: int
+
+
+def _as_line(obj: "Line | tuple[str, int] | Mapping[str, object]", i: int) -> Line:
+    if isinstance(obj, Line):
+        return obj
+    if isinstance(obj, Mapping):
+        return Line(str(obj["sku"]), obj["qty"])  # type: ignore[arg-type]
+    try:
+        sku, qty = obj  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise errors.InvalidOrder(f"line {i} must be Line(sku, qty) or (sku, qty), got {obj!r}",
+                                  field=f"lines[{i}]") from None
+    return Line(sku, qty)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order to route.
+
+    Parameters
+    ----------
+    id : str
+        Order id, unique among live reservations.
+    lines : sequence of Line or (sku, qty)
+    destination : (lat, lon), optional
+        Delivery address. Required unless ``pickup_location`` is given.
+    pickup_location : str, optional
+        Store where the customer collects (click-and-collect).
+    fulfilment : Fulfilment
+        Defaults to PICKUP when ``pickup_location`` is set, else DELIVERY.
+    channel : str
+        Sales channel (``"app"``, ``"tmall"`` ...); channel rules bound what it may sell.
+    max_splits : int, optional
+        Most shipments the order may be split into (defaults to the policy's).
+    max_distance_km : float, optional
+        Farthest fulfilling location allowed (defaults to the policy's).
+    excluded_locations : sequence of str
+        Locations that must not fulfil this order.
+
+    Examples
+    --------
+    >>> Order("o-2", [("SKU-1", 1), ("SKU-2", 3)], pickup_location="SH-0001").fulfilment
+    <Fulfilment.PICKUP: 2>
+    """
+
+    id: str
+    lines: tuple[Line, ...]
+    destination: tuple[float, float] | None = None
+    pickup_location: str | None = None
+    fulfilment: Fulfilment | None = None
+    channel: str = "app"
+    max_splits: int | None = None
+    max_distance_km: float | None = None
+    excluded_locations: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Normalise cheap-to-fix shapes so that orders compare and hash by value
+        # (idempotent retries compare the order they carry).
+        lines = self.lines
+        if not isinstance(lines, tuple) or not all(type(x) is Line for x in lines):
+            if isinstance(lines, (str, bytes)) or not isinstance(lines, Sequence) and not hasattr(lines, "__iter__"):
+                raise errors.InvalidOrder("lines must be a sequence of Line", field="lines")
+            object.__setattr__(self, "lines", tuple(_as_line(x, i) for i, x in enumerate(lines)))
+        if self.destination is not None and not isinstance(self.destination, tuple):
+            try:
+                object.__setattr__(self, "destination", tuple(self.destination))
+            except TypeError:
+                raise errors.InvalidCoordinates("destination must be (lat, lon)", field="destination") from None
+        if not isinstance(self.excluded_locations, tuple):
+            if isinstance(self.excluded_locations, str):
+                object.__setattr__(self, "excluded_locations", (self.excluded_locations,))
+            else:
+                object.__setattr__(self, "excluded_locations", tuple(self.excluded_locations))
+        if self.fulfilment is None:
+            object.__setattr__(self, "fulfilment",
+                               Fulfilment.PICKUP if self.pickup_location is not None else Fulfilment.DELIVERY)
+        elif not isinstance(self.fulfilment, Fulfilment):
+            try:
+                object.__setattr__(self, "fulfilment", Fulfilment(self.fulfilment) if isinstance(self.fulfilment, int)
+                                   else Fulfilment[str(self.fulfilment).upper()])
+            except (KeyError, ValueError):
+                raise errors.InvalidOrder(f"unknown fulfilment {self.fulfilment!r}", field="fulfilment") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CostBreakdown:
+    """The parts of one shipment's cost under the routing policy."""
+
+    fixed: float  #: the location's per-shipment cost (plus the split penalty after the first)
+    distance: float  #: cost_per_km x circuity x great-circle km
+    low_stock: float  #: penalty for taking a large share of what the location has
+    load: float  #: penalty for the location's load against its daily capacity
+    priority: float  #: penalty for a less preferred location
+
+    @property
+    def total(self) -> float:
+        """Sum of the parts."""
+        return self.fixed + self.distance + self.low_stock + self.load + self.priority
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    """Part of an allocation: the lines one location sends."""
+
+    location: str
+    lines: tuple[Line, ...]
+    distance_km: float
+    cost: CostBreakdown
+
+
+@dataclass(frozen=True, slots=True)
+class ShortLine:
+    """A line that could not be covered, with what the order could get of it."""
+
+    sku: str
+    requested: int
+    allocatable: int
+    reason: str  #: ``NO_STOCK``, ``CHANNEL_LIMIT`` or ``CONSTRAINTS`` (distance, capability, splits ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A location that could have filled the whole order, and its cost."""
+
+    location: str
+    cost: float
+    distance_km: float
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why the router decided as it did.
+
+    ``considered`` counts locations whose stock was looked at; locations the
+    spatial search never reached could not have won (their lower-bound cost
+    exceeded the winner's). ``rejected`` counts the considered locations per
+    reason (``NO_STOCK``, ``CAPACITY``, ``CAPABILITY``, ``DISTANCE``,
+    ``CLOSED``, ``EXCLUDED``). ``runners_up`` are the next-cheapest single
+    locations that could fill everything. ``strategy`` says how candidates
+    were found: ``spatial`` (nearest-first search with early stop) or
+    ``sku_scan`` (the few locations holding the rarest SKU).
+    """
+
+    strategy: str
+    considered: int
+    rejected: Mapping[str, int]
+    runners_up: tuple[Candidate, ...]
+    split: bool
+    split_reason: str  #: ``""``, ``"NO_SINGLE_LOCATION"`` or ``"CHEAPER"``
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """The answer to a routing request."""
+
+    order_id: str
+    status: AllocationStatus
+    reservation_id: str | None
+    shipments: tuple[Shipment, ...]
+    total_cost: float
+    short_lines: tuple[ShortLine, ...]
+    explanation: Explanation
+    expires_at: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when a plan covering every line was found."""
+        return self.status != AllocationStatus.UNFULFILLABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A hold of stock for an order, as seen from outside."""
+
+    id: str
+    request_id: str | None
+    order_id: str
+    channel: str
+    state: ReservationState
+    shipments: tuple[Shipment, ...]
+    created_at: float
+    expires_at: float
+    excluded_locations: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    """One stock cell. ``available`` is what online channels may sell."""
+
+    location: str
+    sku: str
+    on_hand: int
+    reserved: int
+    safety: int
+
+    @property
+    def available(self) -> int:
+        """on_hand - reserved - safety, never below 0."""
+        return max(0, self.on_hand - self.reserved - self.safety)
+
+
+@dataclass(frozen=True, slots=True)
+class NearbyStock:
+    """A location near a point with stock of a SKU (store locator)."""
+
+    location: str
+    distance_km: float
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class PickupOption:
+    """A pickup location that can fill a whole basket from its own stock."""
+
+    location: str
+    distance_km: float
