@@ -90,6 +90,8 @@ cdef class Router:
     cdef int32_t* priority
     cdef double* fixed_cost
     cdef double min_fixed
+    cdef double* node_min_fixed     # per k-d node: cheapest fixed cost below it
+    cdef int32_t* node_min_priority # per k-d node: best (lowest) priority below it
     cdef uint32_t* stamp
     cdef uint32_t stamp_gen
 

@@ -13,7 +13,9 @@ same thing by brute force, and parity tests hold the two to identical answers):
   shipment) + ``per_km * km`` + ``low_stock_weight * sum(t_i / available_i)``
   + ``load_weight * load[l] / capacity[l]`` + ``priority_weight * priority[l]``.
 * *Single*: the eligible location that can fill every line by itself at the
-  least cost (ties: lower location index).
+  least cost (ties: lower location index). Runners-up are the next cheapest
+  such locations *among those the search examined*: the search prunes against
+  the winner, so it does not spend time proving who came second.
 * *Split*: greedy, at most ``max_shipments`` steps: each step takes the unused
   eligible location with the least cost per unit it can cover of what remains
   (ties: lower index) and covers ``min(available, remaining)`` of each line.
@@ -122,6 +124,22 @@ cdef class Router:
                 self.min_fixed = fixed_cost[i]
         memset(self.stamp, 0, m * sizeof(uint32_t))
         self.stamp_gen = 0
+        # per-node static lower bounds: a subtree of dear or low-priority
+        # locations is skipped sooner than the network-wide minimum would allow
+        cdef int nn = max(index.n_nodes, 1), node_id, j
+        self.node_min_fixed = <double*> malloc(nn * sizeof(double))
+        self.node_min_priority = <int32_t*> malloc(nn * sizeof(int32_t))
+        if self.node_min_fixed == NULL or self.node_min_priority == NULL:
+            raise MemoryError()
+        for node_id in range(index.n_nodes):
+            self.node_min_fixed[node_id] = INF
+            self.node_min_priority[node_id] = 2147483647
+            for j in range(index.nodes[node_id].start, index.nodes[node_id].end):
+                i = index.perm[j]
+                if self.fixed_cost[i] < self.node_min_fixed[node_id]:
+                    self.node_min_fixed[node_id] = self.fixed_cost[i]
+                if self.priority[i] < self.node_min_priority[node_id]:
+                    self.node_min_priority[node_id] = self.priority[i]
 
     def __dealloc__(self):
         free(self.xyz)
@@ -131,6 +149,8 @@ cdef class Router:
         free(self.priority)
         free(self.fixed_cost)
         free(self.stamp)
+        free(self.node_min_fixed)
+        free(self.node_min_priority)
 
     def set_open(self, int32_t loc, bint is_open):
         """Open or close a location for routing."""
@@ -182,7 +202,8 @@ cdef class Router:
     cdef double _node_lb(self, const PolicyC* pol, const Query* q, int node_id, bint extra,
                                 double* km_lb) noexcept nogil:
         km_lb[0] = chord_sq_to_km(box_chord_sq(&self.index.nodes[node_id], q.dest))
-        return self.min_fixed + (pol.split_penalty if extra else 0.0) + pol.per_km * km_lb[0]
+        return (self.node_min_fixed[node_id] + (pol.split_penalty if extra else 0.0) + pol.per_km * km_lb[0]
+                + pol.priority_weight * self.node_min_priority[node_id])
 
     # single location --------------------------------------------------------
     cdef void _consider_single(self, const PolicyC* pol, const Query* q, int32_t loc, Singles* best,
@@ -197,7 +218,7 @@ cdef class Router:
         if r >= 0:
             st.rejected[r] += 1
             return
-        if best.n == N_KEEP and self._base(pol, loc, km, False) > best.cost[N_KEEP - 1].total + EPS:
+        if best.n > 0 and self._base(pol, loc, km, False) > best.cost[0].total + EPS:
             return
         for i in range(q.n_lines):
             c = self.ledger.find(loc, q.sku[i])
@@ -252,7 +273,7 @@ cdef class Router:
             lb = self._node_lb(pol, q, node_id, False, &km_lb)
             if km_lb > q.max_km + EPS:
                 continue
-            if best.n == N_KEEP and lb > best.cost[N_KEEP - 1].total + EPS:
+            if best.n > 0 and lb > best.cost[0].total + EPS:
                 continue
             if node.left < 0:
                 for i in range(node.start, node.end):

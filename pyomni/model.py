@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from . import errors
 
@@ -69,7 +69,7 @@ class Capability(enum.IntFlag):
     SAME_DAY = 4  #: same-day courier delivery
 
     @classmethod
-    def parse(cls, value: "Capability | int | str | Iterable[str]") -> "Capability":
+    def parse(cls, value: Capability | int | str | Iterable[str]) -> Capability:
         """Accept a mask, ``"ship|pickup"`` or ``["ship", "pickup"]``.
 
         >>> Capability.parse("ship|pickup") == Capability.SHIP | Capability.PICKUP
@@ -80,6 +80,8 @@ class Capability(enum.IntFlag):
             if mask < 0 or mask > 7:
                 raise errors.InvalidArgument(f"capability mask {mask} out of range", field="capabilities")
             return cls(mask)
+        if isinstance(value, bool):
+            raise errors.InvalidArgument(f"capabilities must not be a bool, got {value!r}", field="capabilities")
         names = value.replace(",", "|").split("|") if isinstance(value, str) else list(value)
         mask = cls.NONE
         for name in names:
@@ -183,7 +185,7 @@ class Line:
     qty: int
 
 
-def _as_line(obj: "Line | tuple[str, int] | Mapping[str, object]", i: int) -> Line:
+def _as_line(obj: Line | tuple[str, int] | Mapping[str, object], i: int) -> Line:
     if isinstance(obj, Line):
         return obj
     if isinstance(obj, Mapping):

@@ -1,0 +1,132 @@
+"""Routing policies: the named, versioned weights and limits of the cost model.
+
+A policy is chosen per call (``engine.route_order(order, policy="express@1")``);
+the engine keeps a registry of them. The cost of a shipment from location ``l``
+carrying ``t_i`` units of each line ``i`` (``a_i`` available there) is::
+
+    fixed_cost[l] (+ split_penalty for every shipment after the first)
+    + cost_per_km * circuity * great_circle_km(l, destination)
+    + low_stock_weight * sum(t_i / a_i)
+    + load_weight * load[l] / daily_capacity[l]
+    + priority_weight * priority[l]
+
+Examples
+--------
+>>> from pyomni.policy import RoutingPolicy
+>>> express = RoutingPolicy(name="express", cost_per_km=0.05, max_splits=1)
+>>> express.key
+'express@1'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from . import errors
+
+__all__ = ["RoutingPolicy", "DEFAULT_POLICY", "ChannelRule"]
+
+_MAX_SHIPMENTS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """Weights and limits of the routing cost model.
+
+    Parameters
+    ----------
+    name, version : str, int
+        Identify the policy; ``key`` is ``"name@version"``.
+    cost_per_km : float
+        Cost per great-circle kilometre (times ``circuity`` for road distance).
+    circuity : float
+        Road distance / great-circle distance (>= 1).
+    split_penalty : float
+        Extra cost of each shipment after the first (customer experience, packaging).
+    low_stock_weight : float
+        Penalty for taking a large share of a location's available units.
+    load_weight : float
+        Penalty per unit of a location's load / daily capacity.
+    priority_weight : float
+        Penalty per priority step (0 = most preferred location).
+    max_splits : int
+        Most shipments per order (1 = never split), unless the order says otherwise.
+    max_distance_km : float
+        Farthest fulfilling location (``inf`` = anywhere).
+    same_day_max_km : float
+        Farthest location for same-day orders.
+    """
+
+    name: str = "default"
+    version: int = 1
+    cost_per_km: float = 0.03
+    circuity: float = 1.3
+    split_penalty: float = 4.0
+    low_stock_weight: float = 2.0
+    load_weight: float = 3.0
+    priority_weight: float = 1.0
+    max_splits: int = 3
+    max_distance_km: float = math.inf
+    same_day_max_km: float = 30.0
+    _native: object = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "@" in self.name:
+            raise errors.InvalidArgument("policy name must be a non-empty string without '@'", field="name")
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
+            raise errors.InvalidArgument("policy version must be an int >= 1", field="version")
+        for f in ("cost_per_km", "split_penalty", "low_stock_weight", "load_weight", "priority_weight"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise errors.InvalidArgument(f"{f} must be a finite number >= 0, got {v!r}", field=f)
+        if not isinstance(self.circuity, (int, float)) or not math.isfinite(self.circuity) or self.circuity < 1:
+            raise errors.InvalidArgument("circuity must be finite and >= 1", field="circuity")
+        for f in ("max_distance_km", "same_day_max_km"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or math.isnan(v) or v <= 0:
+                raise errors.InvalidArgument(f"{f} must be > 0", field=f)
+        if (not isinstance(self.max_splits, int) or isinstance(self.max_splits, bool)
+                or not 1 <= self.max_splits <= _MAX_SHIPMENTS):
+            raise errors.InvalidArgument(f"max_splits must be 1..{_MAX_SHIPMENTS}", field="max_splits")
+
+    @property
+    def key(self) -> str:
+        """Registry key, ``"name@version"``."""
+        return f"{self.name}@{self.version}"
+
+    def as_dict(self) -> dict[str, object]:
+        """The policy's public fields."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+#: The policy used when a call names none.
+DEFAULT_POLICY = RoutingPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRule:
+    """What share of network stock a sales channel may sell.
+
+    A channel with a rule may sell at most ``floor(share * network_available) - buffer``
+    units of a SKU in one order; channels without a rule may sell everything
+    available.
+
+    Examples
+    --------
+    >>> ChannelRule(share=0.3, buffer=2).limit(100)
+    28
+    """
+
+    share: float = 1.0
+    buffer: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.share, (int, float)) or not (0 < self.share <= 1):
+            raise errors.InvalidArgument("share must be in (0, 1]", field="share")
+        if not isinstance(self.buffer, int) or isinstance(self.buffer, bool) or self.buffer < 0:
+            raise errors.InvalidArgument("buffer must be an int >= 0", field="buffer")
+
+    def limit(self, network_available: int) -> int:
+        """Units the channel may sell given the network's available-to-sell."""
+        return max(0, math.floor(self.share * network_available) - self.buffer)
