@@ -30,6 +30,7 @@ ctypedef struct Query:
     int n_lines
     int32_t sku[MAX_LINES]
     int32_t qty[MAX_LINES]
+    int check_order[MAX_LINES]      # lines by ascending SKU cell count: the rarest fails fastest
     int n_excluded
     int32_t excluded[MAX_EXCLUDED]
     int max_shipments

@@ -74,6 +74,20 @@ cdef inline bint _before(double cost_a, int32_t loc_a, double cost_b, int32_t lo
     return cost_a < cost_b or (cost_a == cost_b and loc_a < loc_b)
 
 
+cdef void _order_by_rarity(Query* q, const int32_t* sku_count) noexcept nogil:
+    # insertion sort of line indices by the SKU's number of cells (orders are short)
+    cdef int i, j, t
+    for i in range(q.n_lines):
+        q.check_order[i] = i
+    for i in range(1, q.n_lines):
+        t = q.check_order[i]
+        j = i
+        while j > 0 and sku_count[q.sku[q.check_order[j - 1]]] > sku_count[q.sku[t]]:
+            q.check_order[j] = q.check_order[j - 1]
+            j -= 1
+        q.check_order[j] = t
+
+
 cdef class Router:
     """Routing over one network's locations and one ledger.
 
@@ -220,13 +234,17 @@ cdef class Router:
             return
         if best.n > 0 and self._base(pol, loc, km, False) > best.cost[0].total + EPS:
             return
-        for i in range(q.n_lines):
+        cdef int32_t avail[MAX_LINES]
+        for j in range(q.n_lines):
+            i = q.check_order[j]
             c = self.ledger.find(loc, q.sku[i])
             a = cell_available(&self.ledger.cells[c]) if c >= 0 else 0
             if a < q.qty[i]:
                 st.rejected[<int> REJ_NO_STOCK] += 1
                 return
-            low += <double> q.qty[i] / a
+            avail[i] = a
+        for i in range(q.n_lines):      # summed in line order, as the reference does
+            low += <double> q.qty[i] / avail[i]
         self._costs(pol, loc, km, low, False, &cost)
         if best.n == N_KEEP and not _before(cost.total, loc, best.cost[N_KEEP - 1].total, best.loc[N_KEEP - 1]):
             return
@@ -474,6 +492,7 @@ cdef class Router:
         if pickup_loc >= self.n:
             raise ValueError("pickup location out of range")
         q.n_lines = n_lines
+        _order_by_rarity(&q, self.ledger.sku_count)
         q.n_excluded = n_ex
         q.pickup_loc = pickup_loc
         q.need_cap = <uint8_t> need_cap
