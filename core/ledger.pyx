@@ -15,10 +15,18 @@ from pyomni._core.status cimport *
 cdef uint64_t _MIN_SLOTS = 1024
 
 
-cdef inline uint64_t _slot_of(int32_t loc, int32_t sku, int shift) noexcept nogil:
-    # Fibonacci hashing of the packed key; the high bits are the best mixed.
+cdef inline uint64_t _slot_of(int32_t loc, int32_t sku, uint64_t n_slots) noexcept nogil:
+    # Fibonacci hashing of the packed key, then Lemire's range reduction of the
+    # well-mixed high 32 bits onto [0, n_slots): any table size works, so the
+    # table can be sized to the load factor instead of the next power of two.
     cdef uint64_t key = ((<uint64_t> <uint32_t> loc) << 32) | (<uint64_t> <uint32_t> sku)
-    return (key * <uint64_t> 11400714819323198485ULL) >> shift
+    cdef uint64_t h = (key * <uint64_t> 11400714819323198485ULL) >> 32
+    return (h * n_slots) >> 32
+
+
+cdef inline uint64_t _next(uint64_t h, uint64_t n_slots) noexcept nogil:
+    h += 1
+    return 0 if h == n_slots else h
 
 
 ctypedef struct Undo:
@@ -103,18 +111,17 @@ cdef class Ledger:
 
     cdef Status reserve(self, int64_t n_cells) noexcept nogil:
         # Make room for ``n_cells`` cells in total without further regrowth.
-        cdef uint64_t want = self.n_slots
         if n_cells > self.cap_cells:
             if self._grow_cells(n_cells) != ST_OK:
                 return ST_NO_MEMORY
-        while <uint64_t> n_cells * 4 > want * 3:
-            want *= 2
-        if want != self.n_slots:
-            return self._rehash(want)
+        if <uint64_t> n_cells * 4 > self.n_slots * 3:
+            return self._rehash(<uint64_t> (n_cells * 4) // 3 + 1)
         return ST_OK
 
     cdef Status _grow_cells(self, int64_t need) noexcept nogil:
-        cdef int64_t cap = self.cap_cells + self.cap_cells // 2
+        # Grow by 1/16: realloc of a large block is a page remap, so small steps
+        # cost little and keep the slack (bytes per cell) low.
+        cdef int64_t cap = self.cap_cells + self.cap_cells // 16
         if cap < need:
             cap = need
         if cap < 64:
@@ -131,32 +138,30 @@ cdef class Ledger:
         return ST_OK
 
     cdef Status _rehash(self, uint64_t n_slots) noexcept nogil:
-        cdef int32_t* slots = <int32_t*> malloc(n_slots * sizeof(int32_t))
-        cdef uint64_t mask = n_slots - 1, h
-        cdef int shift = 64
-        cdef uint64_t t = n_slots
+        cdef int32_t* slots
+        cdef uint64_t h
         cdef int64_t c
+        if n_slots < _MIN_SLOTS:
+            n_slots = _MIN_SLOTS
+        if n_slots >= (<uint64_t> 1) << 32:
+            return ST_NO_MEMORY
+        slots = <int32_t*> malloc(n_slots * sizeof(int32_t))
         if slots == NULL:
             return ST_NO_MEMORY
-        while t > 1:
-            t >>= 1
-            shift -= 1
         memset(slots, 0xFF, n_slots * sizeof(int32_t))     # -1 everywhere
         for c in range(self.n_cells):
-            h = _slot_of(self.cells[c].loc, self.cells[c].sku, shift)
+            h = _slot_of(self.cells[c].loc, self.cells[c].sku, n_slots)
             while slots[h] >= 0:
-                h = (h + 1) & mask
+                h = _next(h, n_slots)
             slots[h] = <int32_t> c
         free(self.slots)
         self.slots = slots
         self.n_slots = n_slots
-        self.slot_shift = shift
         return ST_OK
 
     # -- cells ---------------------------------------------------------------
     cdef int64_t find(self, int32_t loc, int32_t sku) noexcept nogil:
-        cdef uint64_t mask = self.n_slots - 1
-        cdef uint64_t h = _slot_of(loc, sku, self.slot_shift)
+        cdef uint64_t h = _slot_of(loc, sku, self.n_slots)
         cdef int32_t c
         while True:
             c = self.slots[h]
@@ -164,11 +169,11 @@ cdef class Ledger:
                 return -1
             if self.cells[c].sku == sku and self.cells[c].loc == loc:
                 return c
-            h = (h + 1) & mask
+            h = _next(h, self.n_slots)
 
     cdef Status find_or_insert(self, int32_t loc, int32_t sku, int64_t* out) noexcept nogil:
         cdef int64_t c = self.find(loc, sku)
-        cdef uint64_t h, mask
+        cdef uint64_t h
         if c >= 0:
             out[0] = c
             return ST_OK
@@ -176,7 +181,8 @@ cdef class Ledger:
             if self._grow_cells(self.n_cells + 1) != ST_OK:
                 return ST_NO_MEMORY
         if <uint64_t> (self.n_cells + 1) * 4 > self.n_slots * 3:
-            if self._rehash(self.n_slots * 2) != ST_OK:
+            # past 3/4 full: regrow to 5/8 full (probes stay short, slots stay ~6.4 bytes a cell)
+            if self._rehash(<uint64_t> (self.n_cells + 1) * 8 // 5) != ST_OK:
                 return ST_NO_MEMORY
         c = self.n_cells
         self.cells[c].on_hand = 0
@@ -187,10 +193,9 @@ cdef class Ledger:
         self.cells[c].next = self.sku_head[sku]
         self.sku_head[sku] = <int32_t> c
         self.sku_count[sku] += 1
-        mask = self.n_slots - 1
-        h = _slot_of(loc, sku, self.slot_shift)
+        h = _slot_of(loc, sku, self.n_slots)
         while self.slots[h] >= 0:
-            h = (h + 1) & mask
+            h = _next(h, self.n_slots)
         self.slots[h] = <int32_t> c
         self.n_cells += 1
         out[0] = c
@@ -202,16 +207,15 @@ cdef class Ledger:
         # reverse order. Linear-probing delete by backward shift, no tombstones.
         cdef int64_t c = self.n_cells - 1
         cdef Cell* cell = &self.cells[c]
-        cdef uint64_t mask = self.n_slots - 1
-        cdef uint64_t i = _slot_of(cell.loc, cell.sku, self.slot_shift), j, k
+        cdef uint64_t i = _slot_of(cell.loc, cell.sku, self.n_slots), j, k
         while self.slots[i] != c:
-            i = (i + 1) & mask
+            i = _next(i, self.n_slots)
         j = i
         while True:
-            j = (j + 1) & mask
+            j = _next(j, self.n_slots)
             if self.slots[j] < 0:
                 break
-            k = _slot_of(self.cells[self.slots[j]].loc, self.cells[self.slots[j]].sku, self.slot_shift)
+            k = _slot_of(self.cells[self.slots[j]].loc, self.cells[self.slots[j]].sku, self.n_slots)
             # keep slot j where it is if its home k lies cyclically in (i, j]
             if (i <= j and i < k and k <= j) or (i > j and (i < k or k <= j)):
                 continue
@@ -234,13 +238,17 @@ cdef class Ledger:
         self.sku_available[cell.sku] += cell_available(cell) - before
 
     cdef Status apply_one(self, int32_t loc, int32_t sku, int kind, int64_t qty, int64_t safety) noexcept nogil:
-        # Validate everything first, mutate last: a failed event changes nothing.
-        cdef int64_t c, on_hand, reserved = 0, safe = 0, new_on_hand, new_safety
         if loc < 0 or loc >= self.n_locations:
             return ST_UNKNOWN_LOCATION
         if sku < 0 or sku >= self.n_skus:
             return ST_UNKNOWN_SKU
-        c = self.find(loc, sku)
+        return self.apply_at(self.find(loc, sku), loc, sku, kind, qty, safety)
+
+    cdef Status apply_at(self, int64_t c, int32_t loc, int32_t sku, int kind, int64_t qty,
+                         int64_t safety) noexcept nogil:
+        # One event on cell ``c`` (= find(loc, sku), -1 if absent; loc and sku in range).
+        # Validate everything first, mutate last: a failed event changes nothing.
+        cdef int64_t on_hand, reserved = 0, safe = 0, new_on_hand, new_safety
         on_hand = self.cells[c].on_hand if c >= 0 else 0
         if c >= 0:
             reserved = self.cells[c].reserved
@@ -320,7 +328,7 @@ cdef class Ledger:
         on failure every event of the batch is rolled back (``failed_row`` is
         the first bad event), on success ``failed_row`` is -1.
         """
-        cdef int64_t n = loc.shape[0], i, j, c
+        cdef int64_t n = loc.shape[0], i, j, c, n_new = 0
         cdef int64_t start_cells = self.n_cells
         cdef Status st = ST_OK
         cdef Undo* undo
@@ -332,42 +340,67 @@ cdef class Ledger:
         if undo == NULL:
             return ST_NO_MEMORY, 0
         with nogil:
-            # Room for the worst case (every event a new cell) so the pass never
-            # regrows mid-way; unused capacity is given back below.
-            st = self.reserve(self.n_cells + n)
+            # Pass 1: find every event's cell once (remembering its "before" for
+            # rollback), validate ids, and count the events that need a new cell.
             i = 0
-            while st == ST_OK and i < n:
-                c = -1
-                if 0 <= loc[i] < self.n_locations and 0 <= sku[i] < self.n_skus:
-                    c = self.find(loc[i], sku[i])
+            while i < n:
+                if loc[i] < 0 or loc[i] >= self.n_locations:
+                    st = ST_UNKNOWN_LOCATION
+                    break
+                if sku[i] < 0 or sku[i] >= self.n_skus:
+                    st = ST_UNKNOWN_SKU
+                    break
+                c = self.find(loc[i], sku[i])
+                undo[i].cell = c
                 if c >= 0:
-                    undo[i].cell = c
                     undo[i].on_hand = self.cells[c].on_hand
                     undo[i].safety = self.cells[c].safety
-                st = self.apply_one(loc[i], sku[i], kind[i], qty[i], safety[i])
-                if st == ST_OK and c < 0:
-                    # a new cell (or none, for a no-op): its "before" was all zero
-                    undo[i].cell = self.find(loc[i], sku[i])
-                    undo[i].on_hand = 0
-                    undo[i].safety = 0
-                if st == ST_OK:
+                else:
+                    n_new += 1
+                i += 1
+            # Room for the new cells only, so the pass never regrows mid-way and
+            # a batch of updates allocates nothing.
+            if st == ST_OK and n_new:
+                st = self.reserve(self.n_cells + n_new)
+                if st != ST_OK:
+                    i = 0
+            # Pass 2: apply in order. A key first seen as new may have been
+            # created by an earlier event of this batch: look it up again.
+            if st == ST_OK:
+                i = 0
+                while i < n:
+                    c = undo[i].cell
+                    if c < 0:
+                        c = self.find(loc[i], sku[i])
+                        if c >= 0:      # created earlier in this batch: restore to its value then
+                            undo[i].cell = c
+                            undo[i].on_hand = self.cells[c].on_hand
+                            undo[i].safety = self.cells[c].safety
+                    st = self.apply_at(c, loc[i], sku[i], kind[i], qty[i], safety[i])
+                    if st != ST_OK:
+                        break
+                    if undo[i].cell < 0:
+                        # a new cell (or none, for a no-op): its "before" was all zero
+                        undo[i].cell = self.find(loc[i], sku[i])
+                        undo[i].on_hand = 0
+                        undo[i].safety = 0
                     i += 1
-            if st != ST_OK:
-                j = i - 1
-                while j >= 0:
-                    c = undo[j].cell
-                    if c >= 0:
-                        self._write(c, undo[j].on_hand, self.cells[c].reserved, undo[j].safety)
-                    j -= 1
-                while self.n_cells > start_cells:
-                    self._drop_last_cell()
+                if st != ST_OK:
+                    j = i - 1
+                    while j >= 0:
+                        c = undo[j].cell
+                        if c >= 0:
+                            self._write(c, undo[j].on_hand, self.cells[c].reserved, undo[j].safety)
+                        j -= 1
+                    while self.n_cells > start_cells:
+                        self._drop_last_cell()
             self._shrink()
         free(undo)
         return st, (i if st != ST_OK else -1)
 
     cdef void _shrink(self) noexcept nogil:
-        # give back cell capacity reserved for a bulk pass beyond 1/8 headroom
-        cdef int64_t keep = self.n_cells + self.n_cells // 8 + 64
+        # give back cell capacity a failed bulk pass reserved (beyond the usual 1/16 growth)
+        cdef int64_t keep = self.n_cells + self.n_cells // 16 + 64
         cdef Cell* p
         if self.cap_cells > keep:
             p = <Cell*> realloc(self.cells, keep * sizeof(Cell))

@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 import threading
@@ -422,11 +423,6 @@ class Engine:
 
         table = read_stock_events(source)
         n = table.num_rows
-        fingerprint = ("events", n)
-        with self._lock:
-            prior = self._replay(request_id, fingerprint)
-            if prior is not _MISSING:
-                return prior
         loc = self._encode(table.column("location"), self._loc_index, errors.UnknownLocation, "location")
         sku = self._encode(table.column("sku"), self._sku_index, errors.UnknownSku, "sku")
         kind = self._encode(table.column("event"), {k: i for i, k in enumerate(EVENT_KINDS)},
@@ -434,6 +430,13 @@ class Engine:
         qty = np.ascontiguousarray(table.column("qty").to_numpy(zero_copy_only=False), dtype=np.int64)
         safety = np.ascontiguousarray(pc.fill_null(table.column("safety"), -1).to_numpy(zero_copy_only=False),
                                       dtype=np.int64)
+        # a retry must carry the same events: fingerprint the content, not just the size (AIP-155)
+        fingerprint: tuple[Any, ...] = ("events", n)
+        if request_id is not None:
+            digest = hashlib.blake2b(digest_size=16)
+            for column in (loc, sku, kind, qty, safety):
+                digest.update(column.tobytes())
+            fingerprint = ("events", n, digest.hexdigest())
         with self._lock:
             prior = self._replay(request_id, fingerprint)
             if prior is not _MISSING:
@@ -569,11 +572,11 @@ class Engine:
         code, ships, total, covered, considered, rejected, singles, strategy, split_reason = r
         if code == 2:
             raise errors.InvariantViolation("the router could not hold the plan it chose")
-        expl = Explanation(
+        expl = Explanation(_build=lambda: (
             _STRATEGIES[strategy], considered,
             {REJECT_NAMES[i]: c for i, c in enumerate(rejected) if c},
             tuple(Candidate(loc_ids[loc], cost, km) for loc, cost, km in singles),
-            len(ships) > 1, _SPLIT_REASONS[split_reason], pol.key)
+            len(ships) > 1, _SPLIT_REASONS[split_reason], pol.key))
         if code == 1:
             short: list[ShortLine] = []
             for s, q, c in zip(skus, qtys, covered):

@@ -312,7 +312,6 @@ class Candidate:
     distance_km: float
 
 
-@dataclass(frozen=True, slots=True)
 class Explanation:
     """Why the router decided as it did.
 
@@ -321,18 +320,92 @@ class Explanation:
     exceeded the winner's). ``rejected`` counts the considered locations per
     reason (``NO_STOCK``, ``CAPACITY``, ``CAPABILITY``, ``DISTANCE``,
     ``CLOSED``, ``EXCLUDED``). ``runners_up`` are the next-cheapest single
-    locations that could fill everything. ``strategy`` says how candidates
-    were found: ``spatial`` (nearest-first search with early stop) or
-    ``sku_scan`` (the few locations holding the rarest SKU).
+    locations that could fill everything, among those examined. ``strategy``
+    says how candidates were found: ``spatial`` (nearest-first search with
+    early stop), ``sku_scan`` (the few locations holding the rarest SKU) or
+    ``none`` (no search: a channel limit answered first).
+
+    The parts are built on first access: most callers never read them, and a
+    routing decision should not pay for objects nobody looks at.
+
+    Examples
+    --------
+    >>> e = Explanation("spatial", 12, {"NO_STOCK": 3}, (), False, "", "default@1")
+    >>> e.considered, e.rejected
+    (12, {'NO_STOCK': 3})
     """
 
-    strategy: str
-    considered: int
-    rejected: Mapping[str, int]
-    runners_up: tuple[Candidate, ...]
-    split: bool
-    split_reason: str  #: ``""``, ``"NO_SINGLE_LOCATION"`` or ``"CHEAPER"``
-    policy: str
+    __slots__ = ("_parts", "_build")
+    _FIELDS = ("strategy", "considered", "rejected", "runners_up", "split", "split_reason", "policy")
+
+    def __init__(self, strategy: str = "", considered: int = 0, rejected: Mapping[str, int] | None = None,
+                 runners_up: tuple[Candidate, ...] = (), split: bool = False, split_reason: str = "",
+                 policy: str = "", *, _build: Any = None) -> None:
+        # ``_build`` (internal): a callable returning the seven parts, called once on first access
+        self._build = _build
+        self._parts = None if _build is not None else (
+            strategy, considered, dict(rejected or {}), tuple(runners_up), split, split_reason, policy)
+
+    def _get(self, i: int) -> Any:
+        if self._parts is None:
+            self._parts = self._build()
+            self._build = None
+        return self._parts[i]
+
+    @property
+    def strategy(self) -> str:
+        """``spatial``, ``sku_scan`` or ``none``."""
+        return self._get(0)
+
+    @property
+    def considered(self) -> int:
+        """Locations whose stock was examined."""
+        return self._get(1)
+
+    @property
+    def rejected(self) -> Mapping[str, int]:
+        """Examined locations rejected, per reason."""
+        return self._get(2)
+
+    @property
+    def runners_up(self) -> tuple[Candidate, ...]:
+        """Next-cheapest single locations among those examined."""
+        return self._get(3)
+
+    @property
+    def split(self) -> bool:
+        """True when the order ships in more than one parcel."""
+        return self._get(4)
+
+    @property
+    def split_reason(self) -> str:
+        """``""``, ``"NO_SINGLE_LOCATION"`` or ``"CHEAPER"``."""
+        return self._get(5)
+
+    @property
+    def policy(self) -> str:
+        """Key of the routing policy used."""
+        return self._get(6)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The parts as a plain dict."""
+        return {name: self._get(i) for i, name in enumerate(self._FIELDS)}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Explanation):
+            return NotImplemented
+        return all(self._get(i) == other._get(i) for i in range(len(self._FIELDS)))
+
+    def __hash__(self) -> int:
+        return hash((self.strategy, self.considered, self.split, self.split_reason, self.policy))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in Explanation.__slots__:
+            raise AttributeError(f"Explanation is immutable; cannot set {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return "Explanation(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 
 
 @dataclass(frozen=True, slots=True)
