@@ -52,6 +52,11 @@ cdef inline double chord_sq_to_km(double c2) noexcept nogil:
     return 2.0 * 6371.0088 * asin(half)    # IUGG mean Earth radius
 
 
+cdef inline double chord_sq_to_km_lb(double c2) noexcept nogil:
+    # a cheap lower bound of chord_sq_to_km: the arc is never shorter than its chord
+    return 6371.0088 * sqrt(c2)
+
+
 cdef inline double box_chord_sq(const KdNode* node, const double* p) noexcept nogil:
     # squared distance from p to the node's box: a lower bound for every point in it
     cdef double d = 0.0, t

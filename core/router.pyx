@@ -39,7 +39,7 @@ from pyomni._core.status cimport *
 from pyomni._core.router cimport *
 from pyomni._core.ledger cimport Ledger, Cell, cell_available
 from pyomni._core.geo cimport (LocationIndex, KdNode, KD_STACK, unit_vector, chord_sq, chord_sq_to_km,
-                               box_chord_sq, sin)
+                               chord_sq_to_km_lb, box_chord_sq, sin)
 
 cdef double INF = 1e300
 # Prune only when a bound exceeds the best by more than rounding could explain,
@@ -215,20 +215,26 @@ cdef class Router:
 
     cdef double _node_lb(self, const PolicyC* pol, const Query* q, int node_id, bint extra,
                                 double* km_lb) noexcept nogil:
-        km_lb[0] = chord_sq_to_km(box_chord_sq(&self.index.nodes[node_id], q.dest))
+        km_lb[0] = chord_sq_to_km_lb(box_chord_sq(&self.index.nodes[node_id], q.dest))
         return (self.node_min_fixed[node_id] + (pol.split_penalty if extra else 0.0) + pol.per_km * km_lb[0]
                 + pol.priority_weight * self.node_min_priority[node_id])
 
     # single location --------------------------------------------------------
     cdef void _consider_single(self, const PolicyC* pol, const Query* q, int32_t loc, Singles* best,
                                Stats* st) noexcept nogil:
-        cdef double km = chord_sq_to_km(chord_sq(&self.xyz[3 * loc], q.dest))
-        cdef int r = self._gate(q, loc, km), i, j
+        cdef double c2 = chord_sq(&self.xyz[3 * loc], q.dest)
+        cdef double km
+        cdef int r, i, j
         cdef double low = 0.0
         cdef int64_t c
         cdef int32_t a
         cdef Costs cost
         st.considered += 1
+        # cheap exits first: the chord bound needs no trigonometry
+        if best.n > 0 and self._base(pol, loc, chord_sq_to_km_lb(c2), False) > best.cost[0].total + EPS:
+            return
+        km = chord_sq_to_km(c2)
+        r = self._gate(q, loc, km)
         if r >= 0:
             st.rejected[r] += 1
             return
@@ -317,7 +323,7 @@ cdef class Router:
                              Costs* best_cost, int32_t* best_take) noexcept nogil:
         cdef int s, i
         cdef bint extra = plan.n_ship > 0
-        cdef double km, low = 0.0, ratio
+        cdef double km, c2, low = 0.0, ratio
         cdef int64_t c, units = 0
         cdef int32_t a, t
         cdef int32_t take[MAX_LINES]
@@ -325,7 +331,10 @@ cdef class Router:
         for s in range(plan.n_ship):
             if plan.loc[s] == loc:
                 return
-        km = chord_sq_to_km(chord_sq(&self.xyz[3 * loc], q.dest))
+        c2 = chord_sq(&self.xyz[3 * loc], q.dest)
+        if best_loc[0] >= 0 and self._base(pol, loc, chord_sq_to_km_lb(c2), extra) / rem_units > best_ratio[0] + EPS:
+            return
+        km = chord_sq_to_km(c2)
         if self._gate(q, loc, km) >= 0:
             return
         if best_loc[0] >= 0 and self._base(pol, loc, km, extra) / rem_units > best_ratio[0] + EPS:

@@ -61,6 +61,7 @@ from .model import (
     ShortLine,
     StockLevel,
     validate_lat_lon,
+    validate_point,
 )
 from .network import Network
 from .policy import DEFAULT_POLICY, ChannelRule, RoutingPolicy
@@ -483,11 +484,16 @@ class Engine:
         p.order = order
         skus = []
         qtys = []
-        for i, line in enumerate(lines):
-            skus.append(self._sku(line.sku, f"lines[{i}].sku"))
+        sku_index = self._sku_index
+        for line in lines:
+            # hot path: no error-field strings unless something is wrong
+            s = sku_index.get(line.sku, -1) if isinstance(line.sku, str) else -1
             qty = line.qty
-            if type(qty) is not int or qty < 1 or qty > MAX_QTY:
+            if s < 0 or type(qty) is not int or qty < 1 or qty > MAX_QTY:
+                i = len(skus)
+                self._sku(line.sku, f"lines[{i}].sku")
                 _check_qty(qty, f"lines[{i}].qty")
+            skus.append(s)
             qtys.append(qty)
         if n > 1 and len(set(skus)) != n:
             raise errors.InvalidOrder("order repeats a SKU; merge its lines", field="lines")
@@ -523,7 +529,8 @@ class Engine:
         p.max_ship = max_ship
         if len(order.excluded_locations) > MAX_EXCLUDED:
             raise errors.InvalidOrder(f"at most {MAX_EXCLUDED} excluded locations", field="excluded_locations")
-        p.excluded = tuple(self._loc(x, f"excluded_locations[{i}]") for i, x in enumerate(order.excluded_locations))
+        p.excluded = tuple(self._loc(x, f"excluded_locations[{i}]")
+                           for i, x in enumerate(order.excluded_locations)) if order.excluded_locations else ()
         if not isinstance(order.channel, str) or not order.channel:
             raise errors.InvalidOrder("channel must be a non-empty string", field="channel")
         return p
@@ -584,7 +591,12 @@ class Engine:
                     reason = "NO_STOCK" if self._ledger.sku_totals(s)[2] < q else "CONSTRAINTS"
                     short.append(ShortLine(sku_ids[s], q, c, reason))
             return Allocation(p.order.id, AllocationStatus.UNFULFILLABLE, None, (), 0.0, tuple(short), expl)
-        out = self._shipments(shipments if shipments is not None else ships, skus)
+        if shipments is None and len(ships) == 1 and ships[0][3] == tuple(qtys) and skus is p.skus:
+            # one location ships the whole order: its lines are the order's own Line objects
+            loc, km, costs, _takes, _cells = ships[0]
+            out: tuple[Shipment, ...] = (Shipment(self._loc_ids[loc], p.order.lines, km, CostBreakdown(*costs)),)
+        else:
+            out = self._shipments(shipments if shipments is not None else ships, skus)
         if shipments is not None:
             total = sum(sh.cost.total for sh in out)
         return Allocation(p.order.id, status, rid, out, total, (), expl, expires_at)
@@ -874,7 +886,7 @@ class Engine:
     def available_near(self, sku: str, near: tuple[float, float], *, radius_km: float = 30.0,
                        limit: int = 20) -> list[NearbyStock]:
         """Store locator: open locations within ``radius_km`` with the SKU available, nearest first."""
-        lat, lon = validate_lat_lon(near[0], near[1], "near")
+        lat, lon = validate_point(near, "near")
         radius, k = self._radius_limit(radius_km, limit)
         with self._lock:
             self._expire_locked()
@@ -885,7 +897,7 @@ class Engine:
     def find_pickup_locations(self, lines: Sequence[Line | tuple[str, int]], near: tuple[float, float], *,
                               radius_km: float = 30.0, limit: int = 5) -> list[PickupOption]:
         """Click-and-collect: the nearest pickup locations that can fill the whole basket from their own stock."""
-        lat, lon = validate_lat_lon(near[0], near[1], "near")
+        lat, lon = validate_point(near, "near")
         radius, k = self._radius_limit(radius_km, limit)
         basket = Order("basket", tuple(lines), destination=(lat, lon)).lines  # type: ignore[arg-type]
         if not basket or len(basket) > MAX_LINES:

@@ -45,6 +45,7 @@ __all__ = [
     "MAX_QTY",
     "MAX_LINES",
     "validate_lat_lon",
+    "validate_point",
 ]
 
 #: Largest quantity one stock cell, event or order line may hold (fits int32 with headroom).
@@ -121,6 +122,17 @@ class AllocationStatus(enum.IntEnum):
     UNFULFILLABLE = 3  #: no plan within the constraints; see ``short_lines``
 
 
+def validate_point(point: object, field: str = "near") -> tuple[float, float]:
+    """Validate a ``(lat, lon)`` pair; raise :class:`~pyomni.errors.InvalidCoordinates` otherwise.
+
+    >>> validate_point((31.2, 121.5))
+    (31.2, 121.5)
+    """
+    if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or len(point) != 2:
+        raise errors.InvalidCoordinates(f"{field} must be a (lat, lon) pair, got {point!r}", field=field)
+    return validate_lat_lon(point[0], point[1], field)
+
+
 def validate_lat_lon(lat: float, lon: float, field: str = "destination") -> tuple[float, float]:
     """Return ``(lat, lon)`` as floats or raise :class:`~pyomni.errors.InvalidCoordinates`.
 
@@ -190,7 +202,9 @@ def _as_line(obj: Line | tuple[str, int] | Mapping[str, object], i: int) -> Line
     if isinstance(obj, Line):
         return obj
     if isinstance(obj, Mapping):
-        return Line(str(obj["sku"]), obj["qty"])  # type: ignore[arg-type]
+        if "sku" not in obj or "qty" not in obj:
+            raise errors.InvalidOrder(f"line {i} needs 'sku' and 'qty', got {dict(obj)!r}", field=f"lines[{i}]")
+        return Line(obj["sku"], obj["qty"])  # type: ignore[arg-type]
     try:
         sku, qty = obj  # type: ignore[misc]
     except (TypeError, ValueError):
@@ -256,7 +270,11 @@ class Order:
             if isinstance(self.excluded_locations, str):
                 object.__setattr__(self, "excluded_locations", (self.excluded_locations,))
             else:
-                object.__setattr__(self, "excluded_locations", tuple(self.excluded_locations))
+                try:
+                    object.__setattr__(self, "excluded_locations", tuple(self.excluded_locations))
+                except TypeError:
+                    raise errors.InvalidOrder("excluded_locations must be a sequence of location ids",
+                                              field="excluded_locations") from None
         if self.fulfilment is None:
             object.__setattr__(self, "fulfilment",
                                Fulfilment.PICKUP if self.pickup_location is not None else Fulfilment.DELIVERY)
@@ -343,14 +361,15 @@ class Explanation:
                  runners_up: tuple[Candidate, ...] = (), split: bool = False, split_reason: str = "",
                  policy: str = "", *, _build: Any = None) -> None:
         # ``_build`` (internal): a callable returning the seven parts, called once on first access
-        self._build = _build
-        self._parts = None if _build is not None else (
-            strategy, considered, dict(rejected or {}), tuple(runners_up), split, split_reason, policy)
+        setattr_ = object.__setattr__          # immutable from outside; __setattr__ below refuses
+        setattr_(self, "_build", _build)
+        setattr_(self, "_parts", None if _build is not None else (
+            strategy, considered, dict(rejected or {}), tuple(runners_up), split, split_reason, policy))
 
     def _get(self, i: int) -> Any:
         if self._parts is None:
-            self._parts = self._build()
-            self._build = None
+            object.__setattr__(self, "_parts", self._build())
+            object.__setattr__(self, "_build", None)
         return self._parts[i]
 
     @property
@@ -401,9 +420,7 @@ class Explanation:
         return hash((self.strategy, self.considered, self.split, self.split_reason, self.policy))
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name not in Explanation.__slots__:
-            raise AttributeError(f"Explanation is immutable; cannot set {name!r}")
-        object.__setattr__(self, name, value)
+        raise AttributeError(f"Explanation is immutable; cannot set {name!r}")
 
     def __repr__(self) -> str:
         return "Explanation(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
