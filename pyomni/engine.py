@@ -482,8 +482,8 @@ class Engine:
             raise errors.InvalidOrder(f"order has {n} lines; at most {MAX_LINES}", field="lines")
         p = _ParsedOrder()
         p.order = order
-        skus = []
-        qtys = []
+        skus: list[int] = []
+        qtys: list[int] = []
         sku_index = self._sku_index
         for line in lines:
             # hot path: no error-field strings unless something is wrong

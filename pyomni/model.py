@@ -355,6 +355,8 @@ class Explanation:
     """
 
     __slots__ = ("_parts", "_build")
+    _parts: tuple[Any, ...] | None
+    _build: Any
     _FIELDS = ("strategy", "considered", "rejected", "runners_up", "split", "split_reason", "policy")
 
     def __init__(self, strategy: str = "", considered: int = 0, rejected: Mapping[str, int] | None = None,
@@ -367,10 +369,12 @@ class Explanation:
             strategy, considered, dict(rejected or {}), tuple(runners_up), split, split_reason, policy))
 
     def _get(self, i: int) -> Any:
-        if self._parts is None:
-            object.__setattr__(self, "_parts", self._build())
+        parts = self._parts
+        if parts is None:
+            parts = self._build()
+            object.__setattr__(self, "_parts", parts)
             object.__setattr__(self, "_build", None)
-        return self._parts[i]
+        return parts[i]
 
     @property
     def strategy(self) -> str:
