@@ -8,12 +8,12 @@
 # (on hand, reserved, available-to-sell) are kept up to date by the one write
 # path, ``_write``, which every mutation goes through.
 #
-# Memory: 24 bytes a cell plus 4 / load-factor bytes of hash slots. A bulk load
-# sizes the table to a load of 3/4 (5.3 bytes a cell); single inserts regrow it
-# to 5/8 whenever it passes 3/4 (5.3 to 6.4 bytes a cell), and the cell array
-# grows by 1/16 at a time: a ledger stays within ~32 bytes a cell.
+# Memory: 24 bytes a cell plus 5 / load-factor bytes of hash slots and tags. A bulk load
+# sizes the table to a load of 3/4 (6.7 bytes a cell); single inserts regrow it
+# to 5/8 whenever it passes 3/4 (6.7 to 8 bytes a cell), and the cell array
+# grows by 1/16 at a time: a loaded ledger is ~31 bytes a cell.
 
-from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 from pyomni._core.status cimport Status
 cimport cython
 
@@ -47,6 +47,7 @@ cdef class Ledger:
     cdef readonly int64_t n_cells
     cdef int64_t cap_cells
     cdef int32_t* slots             # cell index or -1
+    cdef uint8_t* tags              # 8 more hash bits per slot: a probe reads a cell only on a tag match
     cdef uint64_t n_slots           # any size < 2**32: slots are picked by range reduction, not a mask
     cdef int32_t* sku_head
     cdef int32_t* sku_count         # cells per SKU

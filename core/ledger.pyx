@@ -9,7 +9,7 @@ import numpy as np
 
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
-from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from pyomni._core.status cimport *
 
 cdef uint64_t _MIN_SLOTS = 1024
@@ -22,6 +22,12 @@ cdef inline uint64_t _slot_of(int32_t loc, int32_t sku, uint64_t n_slots) noexce
     cdef uint64_t key = ((<uint64_t> <uint32_t> loc) << 32) | (<uint64_t> <uint32_t> sku)
     cdef uint64_t h = (key * <uint64_t> 11400714819323198485ULL) >> 32
     return (h * n_slots) >> 32
+
+
+cdef inline uint8_t _tag_of(int32_t loc, int32_t sku) noexcept nogil:
+    # bits 24..31 of the same product: independent of the slot position (bits 32..63)
+    cdef uint64_t key = ((<uint64_t> <uint32_t> loc) << 32) | (<uint64_t> <uint32_t> sku)
+    return <uint8_t> ((key * <uint64_t> 11400714819323198485ULL) >> 24)
 
 
 cdef inline uint64_t _next(uint64_t h, uint64_t n_slots) noexcept nogil:
@@ -55,6 +61,7 @@ cdef class Ledger:
         self.n_cells = 0
         self.cap_cells = 0
         self.slots = NULL
+        self.tags = NULL
         self.n_slots = 0
         self.sku_head = NULL
         self.sku_count = NULL
@@ -76,6 +83,7 @@ cdef class Ledger:
     def __dealloc__(self):
         free(self.cells)
         free(self.slots)
+        free(self.tags)
         free(self.sku_head)
         free(self.sku_count)
         free(self.sku_on_hand)
@@ -139,6 +147,7 @@ cdef class Ledger:
 
     cdef Status _rehash(self, uint64_t n_slots) noexcept nogil:
         cdef int32_t* slots
+        cdef uint8_t* tags
         cdef uint64_t h
         cdef int64_t c
         if n_slots < _MIN_SLOTS:
@@ -146,7 +155,10 @@ cdef class Ledger:
         if n_slots >= (<uint64_t> 1) << 32:
             return ST_NO_MEMORY
         slots = <int32_t*> malloc(n_slots * sizeof(int32_t))
-        if slots == NULL:
+        tags = <uint8_t*> malloc(n_slots)
+        if slots == NULL or tags == NULL:
+            free(slots)
+            free(tags)
             return ST_NO_MEMORY
         memset(slots, 0xFF, n_slots * sizeof(int32_t))     # -1 everywhere
         for c in range(self.n_cells):
@@ -154,20 +166,25 @@ cdef class Ledger:
             while slots[h] >= 0:
                 h = _next(h, n_slots)
             slots[h] = <int32_t> c
+            tags[h] = _tag_of(self.cells[c].loc, self.cells[c].sku)
         free(self.slots)
+        free(self.tags)
         self.slots = slots
+        self.tags = tags
         self.n_slots = n_slots
         return ST_OK
 
     # -- cells ---------------------------------------------------------------
     cdef int64_t find(self, int32_t loc, int32_t sku) noexcept nogil:
         cdef uint64_t h = _slot_of(loc, sku, self.n_slots)
+        cdef uint8_t tag = _tag_of(loc, sku)
         cdef int32_t c
         while True:
             c = self.slots[h]
             if c < 0:
                 return -1
-            if self.cells[c].sku == sku and self.cells[c].loc == loc:
+            # the tag check keeps a miss from touching (and cache-missing on) other cells
+            if self.tags[h] == tag and self.cells[c].sku == sku and self.cells[c].loc == loc:
                 return c
             h = _next(h, self.n_slots)
 
@@ -197,6 +214,7 @@ cdef class Ledger:
         while self.slots[h] >= 0:
             h = _next(h, self.n_slots)
         self.slots[h] = <int32_t> c
+        self.tags[h] = _tag_of(loc, sku)
         self.n_cells += 1
         out[0] = c
         return ST_OK
@@ -220,6 +238,7 @@ cdef class Ledger:
             if (i <= j and i < k and k <= j) or (i > j and (i < k or k <= j)):
                 continue
             self.slots[i] = self.slots[j]
+            self.tags[i] = self.tags[j]
             i = j
         self.slots[i] = -1
         self.sku_head[cell.sku] = cell.next
@@ -577,15 +596,16 @@ cdef class Ledger:
 
     def memory_bytes(self):
         """Bytes held by the ledger's native arrays."""
-        return (self.cap_cells * sizeof(Cell) + self.n_slots * sizeof(int32_t)
+        return (self.cap_cells * sizeof(Cell) + self.n_slots * (sizeof(int32_t) + sizeof(uint8_t))
                 + self.cap_skus * (2 * sizeof(int32_t) + 3 * sizeof(int64_t))
                 + 2 * max(self.n_locations, 1) * sizeof(int32_t))
 
     def cell_bytes(self):
-        """Bytes of the per-cell structures (cells + hash slots) per stored cell."""
+        """Bytes of the per-cell structures (cells, hash slots and tags) per stored cell."""
         if self.n_cells == 0:
             return 0.0
-        return (self.cap_cells * sizeof(Cell) + self.n_slots * sizeof(int32_t)) / <double> self.n_cells
+        return ((self.cap_cells * sizeof(Cell) + self.n_slots * (sizeof(int32_t) + sizeof(uint8_t)))
+                / <double> self.n_cells)
 
     def check_invariants(self):
         """Verify every cell and every aggregate; returns ``(status, message)``."""

@@ -34,6 +34,7 @@ ctypedef struct Query:
     int n_excluded
     int32_t excluded[MAX_EXCLUDED]
     int max_shipments
+    double split_cap                # a split shipment's base cost + min_fixed + split_penalty must stay below
 
 ctypedef struct Costs:              # one shipment's cost parts, summed in this order
     double fixed

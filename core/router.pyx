@@ -19,6 +19,11 @@ same thing by brute force, and parity tests hold the two to identical answers):
 * *Split*: greedy, at most ``max_shipments`` steps: each step takes the unused
   eligible location with the least cost per unit it can cover of what remains
   (ties: lower index) and covers ``min(available, remaining)`` of each line.
+  When a single location exists at cost ``S``, only locations that could be
+  part of a cheaper plan take part: a plan of two or more shipments that uses
+  ``l`` costs at least ``base(l) + min_fixed + split_penalty`` (``base`` = the
+  cost without the low-stock term), so ``l`` is left out when that is ``>= S``.
+  That bound is also a hard search radius, which keeps split searches short.
 * The answer is the single location, unless the split plan covers everything
   with more than one shipment at a strictly lower total cost. A split plan can
   only win if the single costs more than two cheapest fixed costs plus the split
@@ -334,9 +339,13 @@ cdef class Router:
         c2 = chord_sq(&self.xyz[3 * loc], q.dest)
         if best_loc[0] >= 0 and self._base(pol, loc, chord_sq_to_km_lb(c2), extra) / rem_units > best_ratio[0] + EPS:
             return
+        if self._base(pol, loc, chord_sq_to_km_lb(c2), False) + self.min_fixed + pol.split_penalty > q.split_cap + EPS:
+            return
         km = chord_sq_to_km(c2)
         if self._gate(q, loc, km) >= 0:
             return
+        if self._base(pol, loc, km, False) + self.min_fixed + pol.split_penalty >= q.split_cap:
+            return          # cannot be part of a split cheaper than the single location
         if best_loc[0] >= 0 and self._base(pol, loc, km, extra) / rem_units > best_ratio[0] + EPS:
             return
         for i in range(q.n_lines):
@@ -407,6 +416,8 @@ cdef class Router:
                 if km_lb > q.max_km + EPS:
                     continue
                 if best_loc >= 0 and lb / rem_units > best_ratio + EPS:
+                    continue
+                if (lb - (pol.split_penalty if extra else 0.0)) + self.min_fixed + pol.split_penalty > q.split_cap + EPS:
                     continue
                 if node.left < 0:
                     for i in range(node.start, node.end):
@@ -520,6 +531,7 @@ cdef class Router:
                 q.max_shipments > 1 and best.cost[0].total > 2.0 * self.min_fixed + pol.p.split_penalty)
             plan.n_ship = 0
             if run_split:
+                q.split_cap = best.cost[0].total if best.n > 0 else INF
                 self._split(&pol.p, &q, &plan)
                 complete = True
                 for i in range(n_lines):

@@ -323,10 +323,16 @@ class ReferenceRouter:
         remaining = list(qtys)
         total = 0.0
         if run_split:
+            # with a single location at cost S, only locations that could be part of a cheaper
+            # plan of two or more shipments take part (see core/router.pyx)
+            split_cap = best[0][0] if best else math.inf
+            members = [loc for loc in eligible
+                       if self._costs(pol, loc, km_of[loc], 0.0, False)[5] + self.min_fixed + pol.split_penalty
+                       < split_cap]
             while len(plan) < max_ship and any(remaining):
                 used = {p[0] for p in plan}
                 step = None
-                for loc in eligible:
+                for loc in members:
                     if loc in used:
                         continue
                     takes = []
