@@ -9,7 +9,6 @@ cimport cython
 cdef enum:
     MAX_LINES = 64          # lines per order (pyomni.model.MAX_LINES)
     MAX_SHIPMENTS = 16      # shipments per order (max_splits is capped here)
-    MAX_EXCLUDED = 64       # excluded locations per order
     N_KEEP = 4              # single-location candidates kept: the winner + 3 runners-up
     SCAN_LIMIT = 256        # SKU lists shorter than this are scanned instead of searched
 
@@ -31,8 +30,7 @@ ctypedef struct Query:
     int32_t sku[MAX_LINES]
     int32_t qty[MAX_LINES]
     int check_order[MAX_LINES]      # lines by ascending SKU cell count: the rarest fails fastest
-    int n_excluded
-    int32_t excluded[MAX_EXCLUDED]
+    uint32_t excl_gen               # a location is excluded when Router.excl_mark[loc] == excl_gen
     int max_shipments
     double split_cap                # a split shipment's base cost + min_fixed + split_penalty must stay below
 
@@ -96,6 +94,8 @@ cdef class Router:
     cdef int32_t* node_min_priority # per k-d node: best (lowest) priority below it
     cdef uint32_t* stamp
     cdef uint32_t stamp_gen
+    cdef uint32_t* excl_mark        # per location: the generation of the query that excludes it
+    cdef uint32_t excl_gen
 
     cdef int _gate(self, const Query* q, int32_t loc, double km) noexcept nogil
     cdef void _costs(self, const PolicyC* pol, int32_t loc, double km, double low_sum, bint extra, Costs* out) noexcept nogil

@@ -54,7 +54,6 @@ cdef double EPS = 1e-9
 REJECT_NAMES = ("CLOSED", "EXCLUDED", "CAPABILITY", "CAPACITY", "DISTANCE", "NO_STOCK")
 MAX_LINES_ = MAX_LINES
 MAX_SHIPMENTS_ = MAX_SHIPMENTS
-MAX_EXCLUDED_ = MAX_EXCLUDED
 
 
 cdef class NativePolicy:
@@ -126,7 +125,8 @@ cdef class Router:
         self.priority = <int32_t*> malloc(m * sizeof(int32_t))
         self.fixed_cost = <double*> malloc(m * sizeof(double))
         self.stamp = <uint32_t*> malloc(m * sizeof(uint32_t))
-        if (self.xyz == NULL or self.caps == NULL or self.is_open == NULL or self.capacity == NULL
+        self.excl_mark = <uint32_t*> malloc(m * sizeof(uint32_t))
+        if (self.excl_mark == NULL or self.xyz == NULL or self.caps == NULL or self.is_open == NULL or self.capacity == NULL
                 or self.priority == NULL or self.fixed_cost == NULL or self.stamp == NULL):
             raise MemoryError()
         self.min_fixed = INF if n else 0.0
@@ -143,6 +143,8 @@ cdef class Router:
                 self.min_fixed = fixed_cost[i]
         memset(self.stamp, 0, m * sizeof(uint32_t))
         self.stamp_gen = 0
+        memset(self.excl_mark, 0, m * sizeof(uint32_t))
+        self.excl_gen = 0
         # per-node static lower bounds: a subtree of dear or low-priority
         # locations is skipped sooner than the network-wide minimum would allow
         cdef int nn = max(index.n_nodes, 1), node_id, j
@@ -168,6 +170,7 @@ cdef class Router:
         free(self.priority)
         free(self.fixed_cost)
         free(self.stamp)
+        free(self.excl_mark)
         free(self.node_min_fixed)
         free(self.node_min_priority)
 
@@ -182,13 +185,11 @@ cdef class Router:
     # -- the pieces of a decision ------------------------------------------------
     cdef int _gate(self, const Query* q, int32_t loc, double km) noexcept nogil:
         # -1 if the location is eligible, else why not (a Reject code)
-        cdef int e
         cdef int32_t cap
         if not self.is_open[loc]:
             return REJ_CLOSED
-        for e in range(q.n_excluded):
-            if q.excluded[e] == loc:
-                return REJ_EXCLUDED
+        if self.excl_mark[loc] == q.excl_gen:
+            return REJ_EXCLUDED
         if loc != q.pickup_loc and (self.caps[loc] & q.need_cap) != q.need_cap:
             return REJ_CAPABILITY
         cap = self.capacity[loc]
@@ -497,23 +498,32 @@ cdef class Router:
         cdef Plan plan
         cdef Stats st
         cdef int i, s, n_lines = len(skus), n_ex = len(excluded), split_reason = 0, status = 0
+        cdef int32_t loc
         cdef bint use_split = False, run_split, complete
         cdef int64_t cells[MAX_SHIPMENTS * MAX_LINES]
         cdef Status hs = ST_OK
-        if n_lines < 1 or n_lines > MAX_LINES or len(qtys) != n_lines or n_ex > MAX_EXCLUDED:
+        if n_lines < 1 or n_lines > MAX_LINES or len(qtys) != n_lines:
             raise ValueError("order size out of range")
         for i in range(n_lines):
             q.sku[i] = skus[i]
             q.qty[i] = qtys[i]
             if q.sku[i] < 0 or q.sku[i] >= self.ledger.n_skus or q.qty[i] <= 0:
                 raise ValueError("line out of range")
-        for i in range(n_ex):
-            q.excluded[i] = excluded[i]
         if pickup_loc >= self.n:
             raise ValueError("pickup location out of range")
+        # exclusions are marks, so any number of them costs O(1) per location examined
+        self.excl_gen += 1
+        if self.excl_gen == 0:          # wrapped: clear the marks
+            memset(self.excl_mark, 0, max(self.n, 1) * sizeof(uint32_t))
+            self.excl_gen = 1
+        for i in range(n_ex):
+            loc = excluded[i]
+            if loc < 0 or loc >= self.n:
+                raise ValueError("excluded location out of range")
+            self.excl_mark[loc] = self.excl_gen
+        q.excl_gen = self.excl_gen
         q.n_lines = n_lines
         _order_by_rarity(&q, self.ledger.sku_count)
-        q.n_excluded = n_ex
         q.pickup_loc = pickup_loc
         q.need_cap = <uint8_t> need_cap
         q.max_km = max_km

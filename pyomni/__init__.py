@@ -15,6 +15,7 @@ from . import errors
 from .demo import demo_network, demo_orders, demo_stock
 from .engine import Engine, config, set_config
 from .model import (
+    MAX_EXCLUDED,
     MAX_LINES,
     MAX_QTY,
     Allocation,
@@ -53,6 +54,7 @@ __all__ = [
     "demo_network",
     "demo_stock",
     "demo_orders",
+    "MAX_EXCLUDED",
     "MAX_LINES",
     "MAX_QTY",
     "Allocation",

@@ -40,8 +40,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import errors
-from ._core import EVENT_KINDS, MAX_EXCLUDED, MAX_SHIPMENTS, REJECT_NAMES, check_status
+from ._core import EVENT_KINDS, MAX_SHIPMENTS, REJECT_NAMES, check_status
 from .model import (
+    MAX_EXCLUDED,
     MAX_LINES,
     MAX_QTY,
     Allocation,
@@ -280,24 +281,37 @@ class Engine:
         return len(new)
 
     def set_location_open(self, location: str, is_open: bool, *, request_id: str | None = None) -> None:
-        """Open or close a location for online orders (existing reservations stay)."""
+        """Open or close a location for online orders (its existing reservations stay)."""
+        if not isinstance(is_open, (bool, np.bool_)):
+            raise errors.InvalidArgument("is_open must be a bool", field="is_open")
+        fingerprint = ("open", location, bool(is_open))
         with self._lock:
+            if self._replay(request_id, fingerprint) is not _MISSING:
+                return
             loc = self._loc(location, "location")
             self._open[loc] = bool(is_open)
             self._router.set_open(loc, bool(is_open))
+            self._remember(request_id, fingerprint, None)
 
-    def set_daily_capacity(self, location: str, capacity: int) -> None:
+    def set_daily_capacity(self, location: str, capacity: int, *, request_id: str | None = None) -> None:
         """Change a location's daily shipment capacity (0 = unlimited)."""
         cap = _check_qty(capacity, "capacity", allow_zero=True)
+        fingerprint = ("capacity", location, cap)
         with self._lock:
+            if self._replay(request_id, fingerprint) is not _MISSING:
+                return
             loc = self._loc(location, "location")
             self._capacity[loc] = cap
             self._router.set_capacity(loc, cap)
+            self._remember(request_id, fingerprint, None)
 
-    def new_day(self) -> None:
+    def new_day(self, *, request_id: str | None = None) -> None:
         """Start a new business day: shipments confirmed so far stop counting toward capacity."""
         with self._lock:
+            if self._replay(request_id, ("new_day",)) is not _MISSING:
+                return
             self._ledger.new_day()
+            self._remember(request_id, ("new_day",), None)
 
     # -- ids -------------------------------------------------------------------
     def _loc(self, location: Any, field: str) -> int:
@@ -769,9 +783,8 @@ class Engine:
             p = self._parse(rec.order, pol)
             skus = [s for s, t in zip(rejected[5], rejected[3]) if t]
             qtys = [t for t in rejected[3] if t]
+            # every location that ever rejected this order stays excluded, however many
             excluded = tuple(sorted(rec.excluded | {loc} | {s[0] for s in others}))
-            if len(excluded) > MAX_EXCLUDED:
-                excluded = excluded[-MAX_EXCLUDED:]
             self._change_holds([rejected], 1)
             check_status(self._ledger.add_load(loc, -1, 0))
             budget = max(1, p.max_ship - len(others))

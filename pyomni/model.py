@@ -44,6 +44,7 @@ __all__ = [
     "PickupOption",
     "MAX_QTY",
     "MAX_LINES",
+    "MAX_EXCLUDED",
     "validate_lat_lon",
     "validate_point",
 ]
@@ -52,6 +53,8 @@ __all__ = [
 MAX_QTY = 1_000_000_000
 #: Largest number of lines in one order.
 MAX_LINES = 64
+#: Largest number of locations one order may exclude explicitly (re-routes add more, without limit).
+MAX_EXCLUDED = 1024
 
 
 class LocationKind(enum.IntEnum):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from .. import errors
 from .geo import EARTH_RADIUS_KM, LocationIndex, py_chord_sq_to_km, py_unit_vector
 from .ledger import Ledger
-from .router import MAX_EXCLUDED_ as MAX_EXCLUDED
 from .router import MAX_LINES_ as MAX_LINES
 from .router import MAX_SHIPMENTS_ as MAX_SHIPMENTS
 from .router import REJECT_NAMES, NativePolicy, Router
@@ -25,7 +24,6 @@ __all__ = [
     "REJECT_NAMES",
     "MAX_LINES",
     "MAX_SHIPMENTS",
-    "MAX_EXCLUDED",
     "py_unit_vector",
     "py_chord_sq_to_km",
     "STATUS_OK",
