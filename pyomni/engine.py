@@ -1013,10 +1013,10 @@ def _make_backend(native: bool, network: Network, n_skus: int, caps: np.ndarray,
     if native:
         from ._core import Ledger, LocationIndex, Router
 
-        ledger = Ledger(len(network), n_skus)
-        router = Router(ledger, LocationIndex(xyz), xyz, caps, is_open, capacity, priority, fixed)
-        return ledger, router
+        native_ledger = Ledger(len(network), n_skus)
+        router = Router(native_ledger, LocationIndex(xyz), xyz, caps, is_open, capacity, priority, fixed)
+        return native_ledger, router
     from .reference import ReferenceLedger, ReferenceRouter
 
-    ledger = ReferenceLedger(len(network), n_skus)
-    return ledger, ReferenceRouter(ledger, xyz, caps, is_open, capacity, priority, fixed)
+    reference_ledger = ReferenceLedger(len(network), n_skus)
+    return reference_ledger, ReferenceRouter(reference_ledger, xyz, caps, is_open, capacity, priority, fixed)

@@ -1,0 +1,36 @@
+"""Stubs for pyomni._core.router (core/router.pyx)."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .geo import LocationIndex
+from .ledger import Ledger
+
+REJECT_NAMES: tuple[str, ...]
+MAX_LINES_: int
+MAX_SHIPMENTS_: int
+
+class NativePolicy:
+    def __init__(self, cost_per_km: float, circuity: float, split_penalty: float, low_stock_weight: float,
+                 load_weight: float, priority_weight: float) -> None: ...
+
+# (loc, km, (fixed, distance, low_stock, load, priority), takes, cells or None)
+_Shipment = tuple[int, float, tuple[float, float, float, float, float], tuple[int, ...], tuple[int, ...] | None]
+# (status, shipments, total, covered, considered, rejected, singles, strategy, split_reason)
+RouteResult = tuple[int, tuple[_Shipment, ...], float, tuple[int, ...], int, tuple[int, ...],
+                    tuple[tuple[int, float, float], ...], int, int]
+
+class Router:
+    n: int
+    def __init__(self, ledger: Ledger, index: LocationIndex, xyz: npt.NDArray[np.float64],
+                 caps: npt.NDArray[np.uint8], is_open: npt.NDArray[np.uint8], capacity: npt.NDArray[np.int32],
+                 priority: npt.NDArray[np.int32], fixed_cost: npt.NDArray[np.float64]) -> None: ...
+    def set_open(self, loc: int, is_open: bool) -> None: ...
+    def set_capacity(self, loc: int, capacity: int) -> None: ...
+    def route(self, pol: NativePolicy, lat: float, lon: float, pickup_loc: int, skus: Sequence[int],
+              qtys: Sequence[int], need_cap: int, max_km: float, excluded: Sequence[int], max_shipments: int,
+              hold: bool) -> RouteResult: ...
+    def nearest_filling(self, lat: float, lon: float, skus: Sequence[int], qtys: Sequence[int], k: int,
+                        radius_km: float, need_cap: int) -> list[tuple[int, float]]: ...
