@@ -33,6 +33,10 @@ cdef enum EventKind:
     EV_RETURN = 4       # on_hand += qty, qty > 0 (returns are accepted anywhere)
     EV_SAFETY = 5       # safety = qty, qty >= 0
 
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) nogil
+
+
 cdef inline int32_t cell_available(const Cell* c) noexcept nogil:
     # what online channels may sell: on_hand - reserved - safety, never below 0
     cdef int32_t a = c.on_hand - c.reserved - c.safety
@@ -59,6 +63,8 @@ cdef class Ledger:
     cdef int32_t* confirmed_today   # per location: shipments confirmed since new_day()
 
     cdef int64_t find(self, int32_t loc, int32_t sku) noexcept nogil
+    cdef void prefetch(self, int32_t loc, int32_t sku) noexcept nogil
+    cdef void prefetch_cell(self, int32_t loc, int32_t sku) noexcept nogil
     cdef Status find_or_insert(self, int32_t loc, int32_t sku, int64_t* out) noexcept nogil
     cdef void _write(self, int64_t c, int32_t on_hand, int32_t reserved, int32_t safety) noexcept nogil
     cdef Status apply_one(self, int32_t loc, int32_t sku, int kind, int64_t qty, int64_t safety) noexcept nogil

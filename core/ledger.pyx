@@ -188,6 +188,28 @@ cdef class Ledger:
                 return c
             h = _next(h, self.n_slots)
 
+    cdef void prefetch(self, int32_t loc, int32_t sku) noexcept nogil:
+        # Start loading the slot and tag a coming find() will read, so several
+        # lookups' cache misses overlap instead of queueing one after another.
+        cdef uint64_t h = _slot_of(loc, sku, self.n_slots)
+        __builtin_prefetch(&self.slots[h])
+        __builtin_prefetch(&self.tags[h])
+
+    cdef void prefetch_cell(self, int32_t loc, int32_t sku) noexcept nogil:
+        # Second stage (once the slots are in cache): start loading the cell the
+        # first tag match points at; reads no cell itself.
+        cdef uint64_t h = _slot_of(loc, sku, self.n_slots)
+        cdef uint8_t tag = _tag_of(loc, sku)
+        cdef int32_t c
+        while True:
+            c = self.slots[h]
+            if c < 0:
+                return
+            if self.tags[h] == tag:
+                __builtin_prefetch(&self.cells[c])
+                return
+            h = _next(h, self.n_slots)
+
     cdef Status find_or_insert(self, int32_t loc, int32_t sku, int64_t* out) noexcept nogil:
         cdef int64_t c = self.find(loc, sku)
         cdef uint64_t h

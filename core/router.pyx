@@ -306,6 +306,11 @@ cdef class Router:
             if best.n > 0 and lb > best.cost[0].total + EPS:
                 continue
             if node.left < 0:
+                # overlap the leaf's hash misses: prefetch every slot of its rarest line first
+                for i in range(node.start, node.end):
+                    self.ledger.prefetch(self.index.perm[i], q.sku[q.check_order[0]])
+                for i in range(node.start, node.end):
+                    self.ledger.prefetch_cell(self.index.perm[i], q.sku[q.check_order[0]])
                 for i in range(node.start, node.end):
                     self._consider_single(pol, q, self.index.perm[i], best, st)
             else:
