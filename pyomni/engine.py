@@ -699,6 +699,170 @@ class Engine:
                 result = self._allocation(p, pol, r, AllocationStatus.ALLOCATED, rid, expires, p.skus, p.qtys)
             return self._remember(request_id, ("route", order, pol.key, ttl), result)
 
+    def reserve_plan(self, order: Order, shipments: Sequence[tuple[str, Sequence[tuple[str, int]]]], *,
+                     request_id: str | None = None, policy: str | RoutingPolicy | None = None) -> Allocation:
+        """Hold exactly the given plan for an order: the shipments a batch optimiser chose, all or nothing.
+
+        Where :meth:`route_order` decides and holds, this only holds: each
+        shipment's units are taken from the named location. The plan is
+        validated completely first -- every line of the order covered exactly,
+        locations known, open, able to ship, within capacity, distance and
+        ``max_splits`` -- then the units are held in one all-or-nothing step.
+        The reservation is recorded exactly as :meth:`route_order` records one,
+        so :meth:`confirm`, :meth:`release`, expiry and :meth:`reroute` work on
+        it. Shipments are priced with the policy's cost model; the first
+        shipment listed is the order's first parcel (the rest pay the split penalty).
+
+        Parameters
+        ----------
+        order : Order
+        shipments : sequence of (location id, sequence of (sku, qty))
+            One entry per parcel; a location appears once.
+        request_id : str, optional
+            Idempotency key: a retry returns the first answer and changes nothing.
+        policy : str or RoutingPolicy, optional
+            Prices the shipments and gives the order's default ``max_splits`` and ``max_distance_km``.
+
+        Returns
+        -------
+        Allocation
+            ALLOCATED with the reservation id; UNFILLABLE (nothing held) only when
+            the order's channel rule forbids the quantities, as :meth:`route_order` does.
+
+        Raises
+        ------
+        InvalidOrder, InvalidArgument, InvalidQuantity, UnknownSku, UnknownLocation, DuplicateId
+            The plan or the order is malformed, or the order already has a live reservation.
+        InsufficientStock
+            A location no longer has the units available.
+        CapabilityMissing, FailedPrecondition
+            A location is closed, cannot ship, or has no capacity left today.
+
+        In every error case nothing changed.
+
+        Examples
+        --------
+        >>> import pyomni
+        >>> net = pyomni.demo_network(stores=20, warehouses=1, skus=10, seed=3)
+        >>> eng = pyomni.Engine(net)
+        >>> _ = eng.set_stock(net.ids[0], "SKU-000001", 4)
+        >>> _ = eng.set_stock(net.ids[1], "SKU-000002", 1)
+        >>> order = pyomni.Order("o-7", [("SKU-000001", 2), ("SKU-000002", 1)], destination=(31.2, 121.5))
+        >>> a = eng.reserve_plan(order, [(net.ids[0], [("SKU-000001", 2)]), (net.ids[1], [("SKU-000002", 1)])])
+        >>> a.status.name, len(a.shipments), eng.stock(net.ids[0], "SKU-000001").reserved
+        ('ALLOCATED', 2, 2)
+        """
+        pol = self.policy(policy)
+        plan = _normalise_plan(shipments)
+        fingerprint = ("plan", order, plan, pol.key)
+        with self._lock:
+            prior = self._replay(request_id, fingerprint)
+            if prior is not _MISSING:
+                return prior
+            now = self._now()
+            self._expire_locked(now)
+            p = self._parse(order, pol)
+            if order.id in self._live_orders:
+                raise errors.DuplicateId(f"order {order.id!r} already has reservation "
+                                         f"{self._live_orders[order.id]!r}", field="id")
+            rule = self._channels.get(order.channel)
+            if rule is not None:
+                short = [(s, q, rule.limit(self._ledger.sku_totals(s)[2])) for s, q in zip(p.skus, p.qtys)]
+                short = [x for x in short if x[1] > x[2]]
+                if short:
+                    result = self._allocation(p, pol, ("channel", short), AllocationStatus.UNFULFILLABLE, None,
+                                              None, p.skus, p.qtys)
+                    return self._remember(request_id, fingerprint, result)
+            ships = self._price_plan(p, pol, plan)
+            self._change_holds(ships, 0)
+            for ship in ships:
+                check_status(self._ledger.add_load(ship[0], 1, 0))
+            self._seq += 1
+            rid = f"R{self._seq:010d}"
+            expires = now + self._ttl
+            self._records[rid] = _Record(rid, request_id, order, now, expires, ships, set(p.excluded), p.need_cap,
+                                         p.max_km, pol)
+            self._live_orders[order.id] = rid
+            heapq.heappush(self._expiry, (expires, self._seq, rid))
+            out = self._shipments(ships)
+            expl = Explanation("none", len(ships), {}, (), len(ships) > 1, "", pol.key)
+            result = Allocation(order.id, AllocationStatus.ALLOCATED, rid, out, sum(sh.cost.total for sh in out), (),
+                                expl, expires)
+            return self._remember(request_id, fingerprint, result)
+
+    def _price_plan(self, p: _ParsedOrder, pol: RoutingPolicy, plan: tuple) -> list[tuple]:
+        """Validate a plan against the order and the ledger; its native shipment tuples, priced. Changes nothing."""
+        from ._core import py_chord_sq_to_km, py_unit_vector
+
+        if not plan:
+            raise errors.InvalidOrder("a plan needs at least one shipment", field="shipments")
+        if len(plan) > p.max_ship:
+            raise errors.InvalidOrder(f"{len(plan)} shipments exceed max_splits = {p.max_ship}", field="shipments")
+        position = {s: i for i, s in enumerate(p.skus)}
+        covered = [0] * len(p.skus)
+        held, confirmed = self._ledger.loads()
+        net = self._net
+        if p.pickup >= 0:
+            dest = py_unit_vector(float(net.lat[p.pickup]), float(net.lon[p.pickup]))
+        else:
+            dest = py_unit_vector(p.lat, p.lon)
+        seen: set[int] = set()
+        ships: list[tuple] = []
+        for k, (location, lines) in enumerate(plan):
+            where = f"shipments[{k}]"
+            loc = self._loc(location, f"{where}.location")
+            if loc in seen:
+                raise errors.InvalidArgument(f"location {location!r} appears twice in the plan", field=where)
+            seen.add(loc)
+            if loc in p.excluded:
+                raise errors.InvalidArgument(f"the order excludes {location!r}", field=f"{where}.location")
+            if not self._open[loc]:
+                raise errors.CapabilityMissing(f"{location!r} is closed", field=f"{where}.location")
+            if loc != p.pickup and (int(self._caps[loc]) & p.need_cap) != p.need_cap:
+                raise errors.CapabilityMissing(f"{location!r} cannot fulfil this kind of order",
+                                               field=f"{where}.location")
+            cap = int(self._capacity[loc])
+            load = int(held[loc]) + int(confirmed[loc])
+            if cap > 0 and load >= cap:
+                raise errors.FailedPrecondition(f"{location!r} has no shipment capacity left today ({load}/{cap})",
+                                                field=f"{where}.location")
+            xyz = py_unit_vector(float(net.lat[loc]), float(net.lon[loc]))
+            km = py_chord_sq_to_km(sum((a - b) * (a - b) for a, b in zip(xyz, dest)))
+            if km > p.max_km:
+                raise errors.InvalidOrder(f"{location!r} is {km:.1f} km away; the order allows {p.max_km}",
+                                          field=f"{where}.location")
+            takes = [0] * len(p.skus)
+            cells = [-1] * len(p.skus)
+            low = 0.0
+            for j, (sku, qty) in enumerate(lines):
+                s = self._sku(sku, f"{where}.lines[{j}].sku")
+                i = position.get(s)
+                if i is None:
+                    raise errors.InvalidArgument(f"SKU {sku!r} is not in order {p.order.id!r}",
+                                                 field=f"{where}.lines[{j}].sku")
+                if takes[i]:
+                    raise errors.InvalidArgument(f"SKU {sku!r} appears twice in one shipment",
+                                                 field=f"{where}.lines[{j}].sku")
+                c = self._ledger.cell_index(loc, s)
+                cell = self._ledger.cell(loc, s)
+                available = max(0, cell[0] - cell[1] - cell[2]) if cell is not None else 0
+                if c < 0 or available < qty:
+                    raise errors.InsufficientStock(f"{location!r} has {available} of {sku!r} available, the plan "
+                                                   f"takes {qty}", field=f"{where}.lines[{j}].qty")
+                takes[i] = qty
+                cells[i] = c
+                covered[i] += qty
+                low += qty / available
+            fixed = float(net.fixed_cost[loc]) + (pol.split_penalty if k else 0.0)
+            costs = (fixed, pol.cost_per_km * pol.circuity * km, pol.low_stock_weight * low,
+                     pol.load_weight * load / cap if cap > 0 else 0.0, pol.priority_weight * int(net.priority[loc]))
+            ships.append((loc, km, costs, tuple(takes), tuple(cells), tuple(p.skus)))
+        for i, (got, want) in enumerate(zip(covered, p.qtys)):
+            if got != want:
+                raise errors.InvalidOrder(f"the plan ships {got} of {want} units of {self._sku_ids[p.skus[i]]!r}",
+                                          field="shipments")
+        return ships
+
     # -- reservation life cycle -----------------------------------------------------
     def _record(self, reservation_id: Any) -> _Record:
         try:
@@ -989,6 +1153,31 @@ class Engine:
                     raise errors.InvariantViolation(f"cell {c}: holds {t} != reserved {reserved[c]}")
             if not np.array_equal(self._ledger.loads()[0], shipments):
                 raise errors.InvariantViolation("held-shipment counters do not match the HELD reservations")
+
+
+def _normalise_plan(shipments: Any) -> tuple[tuple[Any, tuple[tuple[Any, int], ...]], ...]:
+    """A plan as nested tuples (hashable, for the idempotency fingerprint); shapes and quantities checked."""
+    if isinstance(shipments, (str, bytes)) or not isinstance(shipments, Iterable):
+        raise errors.InvalidArgument("shipments must be a sequence of (location, lines)", field="shipments")
+    plan = []
+    for k, ship in enumerate(shipments):
+        if isinstance(ship, (str, bytes)) or not isinstance(ship, Sequence) or len(ship) != 2:
+            raise errors.InvalidArgument("a shipment is (location, [(sku, qty), ...])", field=f"shipments[{k}]")
+        location, lines = ship
+        if isinstance(lines, (str, bytes)) or not isinstance(lines, Iterable):
+            raise errors.InvalidArgument("a shipment's lines are a sequence of (sku, qty)",
+                                         field=f"shipments[{k}].lines")
+        out = []
+        for j, line in enumerate(lines):
+            if isinstance(line, Line):
+                line = (line.sku, line.qty)
+            if isinstance(line, (str, bytes)) or not isinstance(line, Sequence) or len(line) != 2:
+                raise errors.InvalidArgument("a line is (sku, qty)", field=f"shipments[{k}].lines[{j}]")
+            out.append((line[0], _check_qty(line[1], f"shipments[{k}].lines[{j}].qty")))
+        if not out:
+            raise errors.InvalidArgument("a shipment needs at least one line", field=f"shipments[{k}].lines")
+        plan.append((location, tuple(out)))
+    return tuple(plan)
 
 
 def _identity(x: Any) -> Any:
