@@ -1,0 +1,131 @@
+"""``pyomni simulate`` and ``pyomni sweep``: peak simulations and what-if sweeps from the command line.
+
+:func:`add_commands` registers both subcommands on the main parser's
+subparsers; each sets ``run`` (as ``pyomni demo`` does), so the caller
+dispatches with ``args.run(args)``, which returns the exit code. Bad input
+raises a :class:`pyomni.errors.InvalidArgument` naming the option.
+
+Examples
+--------
+>>> import argparse
+>>> parser = argparse.ArgumentParser(prog="pyomni")
+>>> sub = parser.add_subparsers(dest="command", required=True)
+>>> add_commands(sub)
+>>> args = parser.parse_args(["simulate", "--preset", "small", "--out", "/tmp/x"])
+>>> args.command, args.preset, args.run.__name__
+('simulate', 'small', 'run_simulate')
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import errors
+
+__all__ = ["add_commands", "run_simulate", "run_sweep_command"]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``simulate`` and ``sweep`` on ``subparsers`` (each sets ``run``).
+
+    Examples
+    --------
+    >>> import argparse
+    >>> sub = argparse.ArgumentParser().add_subparsers(dest="command")
+    >>> add_commands(sub)
+    >>> sorted(sub.choices)
+    ['simulate', 'sweep']
+    """
+    simulate = subparsers.add_parser(
+        "simulate", help="simulate a sales peak (e.g. Double 11) under several allocation policies",
+        description="Simulate a peak on a demo network of real Chinese cities and compare policies; writes "
+                    "metrics.json, Parquet tables and report.html into --out.")
+    _scenario_options(simulate)
+    simulate.add_argument("--policies", default="greedy,micro_batch,batch",
+                          help="comma-separated: greedy, micro_batch, batch (default: all three)")
+    simulate.add_argument("--out", required=True, help="directory for the report files")
+    simulate.add_argument("--solver-workers", type=int, default=None,
+                          help="worker processes per optimiser call (default: the optimiser's)")
+    simulate.set_defaults(run=run_simulate)
+
+    sweep = subparsers.add_parser(
+        "sweep", help="run a grid of what-if scenarios in parallel into one comparison table",
+        description="Run every combination of a grid such as 'ship_from_store=300,400;safety=0,1,2;capacity=40,80' "
+                    "and write sweep.parquet, sweep.csv and sweep.png into --out.")
+    _scenario_options(sweep)
+    sweep.add_argument("--grid", required=True, help="'field=v1,v2;field=v1,...' over scenario fields")
+    sweep.add_argument("--policies", default="greedy", help="comma-separated policies (default: greedy)")
+    sweep.add_argument("--workers", type=int, default=2, help="grid points simulated at once (default 2)")
+    sweep.add_argument("--backend", default="local", help="local (processes) or ray (needs pyomni[ray])")
+    sweep.add_argument("--out", required=True, help="directory for the sweep files")
+    sweep.set_defaults(run=run_sweep_command)
+
+
+def _scenario_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="double11", help="double11 (default) or small")
+    parser.add_argument("--stores", type=int, default=None, help="stores in the network (preset: 400)")
+    parser.add_argument("--orders", type=int, default=None, help="orders arriving over the demand period")
+    parser.add_argument("--hours", type=int, default=None, help="simulated horizon in hours")
+    parser.add_argument("--seed", type=int, default=None, help="seed of every random draw")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _scenario(args: argparse.Namespace) -> Any:
+    from .scenario import preset
+
+    return preset(args.preset, stores=args.stores, orders=args.orders, hours=args.hours, seed=args.seed)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Run ``pyomni simulate``: simulate, write the report, print the comparison table; returns 0."""
+    from .policies import parse_policies
+    from .report import SUMMARY_METRICS, format_metric, write_report
+    from .simulation import compare_policies
+
+    console = Console()
+    scenario = _scenario(args)
+    policies = parse_policies(args.policies)
+    if args.solver_workers is not None and (args.solver_workers < 1):
+        raise errors.InvalidArgument("--solver-workers must be >= 1", field="solver_workers")
+    console.print(f"[bold]{scenario.name}[/]: {scenario.stores} stores ({scenario.shipping_stores} ship), "
+                  f"{scenario.warehouses} warehouses, {scenario.orders:,} orders, {scenario.hours} h, "
+                  f"seed {scenario.seed}")
+    results = compare_policies(scenario, policies, progress=not args.quiet, solver_workers=args.solver_workers)
+    paths = write_report(results, args.out, progress=not args.quiet)
+    table = Table(title=f"{scenario.name}: policies compared")
+    table.add_column("metric")
+    for r in results:
+        table.add_column(r.policy, justify="right")
+    for key, label, fmt in SUMMARY_METRICS:
+        table.add_row(label, *(format_metric(r.metrics.get(key), fmt) for r in results))
+    console.print(table)
+    console.print(f"report: {paths['html']}")
+    return 0
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """Run ``pyomni sweep``: run the grid, write the table and chart, print a summary; returns 0."""
+    from .report import format_metric
+    from .sweep import parse_grid, run_sweep, write_sweep
+
+    console = Console()
+    base = _scenario(args)
+    points = parse_grid(args.grid)  # fail on a bad grid before anything starts
+    table_data = run_sweep(base, points, args.policies, workers=args.workers, backend=args.backend,
+                           progress=not args.quiet)
+    paths = write_sweep(table_data, args.out)
+    table = Table(title=f"sweep over {base.name}: {len(points)} scenarios")
+    for column in ("scenario", "policy", "fill rate", "parcels/order", "cost/order", "hours to clear"):
+        table.add_column(column, justify="left" if column in ("scenario", "policy") else "right",
+                         no_wrap=column == "scenario")
+    for row in table_data.to_pylist():
+        table.add_row(row["scenario"], row["policy"], format_metric(row["fill_rate"], "{:.1%}"),
+                      format_metric(row["split_rate"], "{:.3f}"), format_metric(row["cost_per_order"], "{:.2f}"),
+                      format_metric(row["hours_to_clear"], "{:.1f}"))
+    console.print(table)
+    console.print(f"table: {paths['parquet']} · {paths['csv']} · chart: {paths['chart']}")
+    return 0

@@ -1,0 +1,253 @@
+"""Allocation policies the simulation compares: when orders are decided, and by what.
+
+* :class:`Greedy` -- every order is routed through :meth:`pyomni.Engine.route_order`
+  the moment it arrives (the real-time path the service runs). An order the
+  network could serve but no location has capacity for today waits and is
+  retried when capacity or stock comes back (a new day, a replenishment).
+* :class:`MicroBatch` -- orders wait for the next window of ``N`` minutes; the
+  whole waiting backlog is then optimised jointly by
+  :func:`pyomni.optimize.optimize_backlog` and the plan applied to the engine.
+* :class:`Batch` -- the same joint optimisation, but of everything waiting, at a
+  few set hours of the day.
+
+Both batch policies keep orders all-or-nothing, as the real-time router does:
+a plan that covers only part of an order is released and the order waits for
+the next round, unless the network has no shippable stock left for one of its
+lines (a stock-out). ``pyomni.optimize`` is imported lazily, so the greedy
+policy works without it.
+
+Examples
+--------
+>>> make_policy("greedy").name
+'greedy'
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from .. import errors
+from ..model import AllocationStatus
+
+if TYPE_CHECKING:
+    from .simulation import Run
+
+__all__ = ["Policy", "Greedy", "MicroBatch", "Batch", "POLICY_NAMES", "make_policy", "parse_policies"]
+
+_DAY = 86_400.0
+_HOUR = 3_600.0
+
+
+class Policy(Protocol):
+    """What the simulation asks of an allocation policy.
+
+    ``on_arrivals`` is called with the orders that arrived in a step (in
+    arrival order), ``on_step_end`` at the end of every step (at time
+    ``now``), ``on_capacity_or_stock`` after a new day starts or stock is
+    replenished.
+    """
+
+    name: str
+
+    def on_arrivals(self, run: Run, orders: np.ndarray, now: float) -> None: ...
+
+    def on_step_end(self, run: Run, now: float) -> None: ...
+
+    def on_capacity_or_stock(self, run: Run, now: float) -> None: ...
+
+
+class Greedy:
+    """Route each order in real time through the engine as it arrives.
+
+    Examples
+    --------
+    >>> Greedy().name
+    'greedy'
+    """
+
+    name = "greedy"
+
+    def on_arrivals(self, run: Run, orders: np.ndarray, now: float) -> None:
+        for i in orders.tolist():
+            run.now = float(run.world.arrival_s[i])  # each order is decided the moment it arrives
+            self._route(run, i, run.now)
+
+    def on_step_end(self, run: Run, now: float) -> None:
+        return None  # decisions happen on arrival only
+
+    def on_capacity_or_stock(self, run: Run, now: float) -> None:
+        # Capacity frees only at a new day (confirmed shipments keep counting
+        # until then) and stock only at a replenishment: retrying waiting orders
+        # at any other time would only fail again.
+        for i in list(run.waiting):
+            self._route(run, i, now)
+
+    @staticmethod
+    def _route(run: Run, i: int, now: float) -> None:
+        allocation = run.engine.route_order(run.world.orders[i], policy=run.routing_policy)
+        if allocation.status is AllocationStatus.ALLOCATED:
+            run.accept(i, allocation, now)
+        elif run.is_stock_out(i):
+            run.stock_out(i, now)
+        else:
+            run.wait(i)
+
+
+class _Optimising:
+    """Shared core of the batch policies: optimise the waiting backlog, apply the plan."""
+
+    name = "optimising"
+
+    def on_arrivals(self, run: Run, orders: np.ndarray, now: float) -> None:
+        for i in orders.tolist():
+            run.wait(i)
+
+    def on_capacity_or_stock(self, run: Run, now: float) -> None:
+        return None  # the next scheduled round sees the new capacity and stock
+
+    def on_step_end(self, run: Run, now: float) -> None:
+        if self._due(run, now) and run.waiting:
+            self.optimise(run, now)
+
+    def _due(self, run: Run, now: float) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def optimise(self, run: Run, now: float) -> None:
+        """Optimise every waiting order jointly and apply the plan to the engine."""
+        from ..optimize import optimize_backlog  # lazy: greedy runs without the optimiser
+
+        s = run.world.scenario
+        backlog = list(run.waiting)
+        started = time.perf_counter()
+        result = optimize_backlog(run.backlog_table(backlog), run.world.network, run.engine,
+                                  policy=run.routing_policy, capacity=None, candidates=s.candidates,
+                                  unfilled_penalty=s.unfilled_penalty, time_limit_s=s.time_limit_s,
+                                  workers=run.solver_workers, backend="local", progress=False)
+        run.solve_count += 1
+        allocations = result.apply(run.engine, request_id_prefix=f"{self.name}-{run.solve_count}")
+        placed: set[int] = set()
+        for allocation in allocations:
+            i = run.order_index[allocation.order_id]
+            if allocation.status is AllocationStatus.ALLOCATED and run.covers_order(i, allocation):
+                run.accept(i, allocation, now)
+                placed.add(i)
+            elif allocation.reservation_id is not None:
+                run.engine.release(allocation.reservation_id)  # all-or-nothing, as the real-time router
+        stock_outs = 0
+        for i in backlog:
+            if i not in placed and run.is_stock_out(i):
+                run.stock_out(i, now)
+                stock_outs += 1
+        run.solves.append(_solve_record(result, now, len(backlog), len(placed), stock_outs,
+                                        time.perf_counter() - started))
+
+
+class MicroBatch(_Optimising):
+    """Optimise the waiting backlog every ``minutes`` (default: the scenario's ``micro_batch_minutes``).
+
+    Examples
+    --------
+    >>> MicroBatch(15).minutes
+    15
+    """
+
+    name = "micro_batch"
+
+    def __init__(self, minutes: int | None = None) -> None:
+        if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 1):
+            raise errors.InvalidArgument("minutes must be a positive integer", field="minutes")
+        self.minutes = minutes
+
+    def _due(self, run: Run, now: float) -> bool:
+        minutes = self.minutes or run.world.scenario.micro_batch_minutes
+        return round(now) % (minutes * 60) == 0
+
+
+class Batch(_Optimising):
+    """Optimise everything waiting at set hours of the day (default: the scenario's ``batch_hours``).
+
+    Examples
+    --------
+    >>> Batch((6,)).hours
+    (6,)
+    """
+
+    name = "batch"
+
+    def __init__(self, hours: tuple[int, ...] | None = None) -> None:
+        if hours is not None and (not isinstance(hours, tuple) or not hours
+                                  or not all(isinstance(h, int) and 0 <= h <= 23 for h in hours)):
+            raise errors.InvalidArgument("hours must be a non-empty tuple of hours 0..23", field="hours")
+        self.hours = hours
+
+    def _due(self, run: Run, now: float) -> bool:
+        hours = self.hours or run.world.scenario.batch_hours
+        seconds = round(now) % int(_DAY)
+        return seconds % int(_HOUR) == 0 and seconds // int(_HOUR) in hours
+
+
+#: Policy names the CLI and :func:`make_policy` accept.
+POLICY_NAMES = ("greedy", "micro_batch", "batch")
+
+
+def make_policy(name: str) -> Policy:
+    """A fresh policy by name (``greedy``, ``micro_batch`` or ``batch``).
+
+    Raises
+    ------
+    pyomni.errors.InvalidArgument
+        An unknown name (``field="policies"``).
+
+    Examples
+    --------
+    >>> make_policy("batch").name
+    'batch'
+    """
+    if name == "greedy":
+        return Greedy()
+    if name == "micro_batch":
+        return MicroBatch()
+    if name == "batch":
+        return Batch()
+    raise errors.InvalidArgument(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}", field="policies")
+
+
+def parse_policies(text: str) -> tuple[str, ...]:
+    """Comma-separated policy names, checked and without repeats.
+
+    Examples
+    --------
+    >>> parse_policies("greedy, batch")
+    ('greedy', 'batch')
+    """
+    if not isinstance(text, str):
+        raise errors.InvalidArgument("policies must be a comma-separated string", field="policies")
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names:
+        raise errors.InvalidArgument("name at least one policy", field="policies")
+    for name in names:
+        make_policy(name)
+    return names
+
+
+def _solve_record(result: Any, now: float, backlog: int, placed: int, stock_outs: int,
+                  wall_time_s: float) -> dict[str, Any]:
+    status = getattr(result.status, "name", str(result.status))
+    unfilled = result.unfilled
+    return {
+        "hour": now / _HOUR,
+        "backlog": backlog,
+        "placed": placed,
+        "stock_outs": stock_outs,
+        "unfilled_lines": unfilled.num_rows if isinstance(unfilled, pa.Table) else 0,
+        "status": status,
+        "objective": float(result.objective),
+        "best_bound": float(result.best_bound),
+        "gap": float(result.gap),
+        "solver_wall_time_s": float(result.wall_time_s),
+        "wall_time_s": wall_time_s,
+    }

@@ -1,0 +1,363 @@
+"""What a simulation run produced: per-order outcomes, parcels, hourly series, store load and metrics.
+
+Everything a report shows is an Arrow table here, so it can be written as
+Parquet as it is; the headline numbers are a flat dict of plain floats and
+ints (``None`` where a number does not exist, e.g. hours to clear a backlog
+that never cleared), so they can be written as JSON as they are.
+
+Metric definitions (cancelled orders are out of every denominator):
+
+* ``fill_rate`` -- units shipped / units ordered; ``order_fill_rate`` -- orders
+  shipped complete / orders;
+* ``split_rate`` -- parcels per shipped order (1.0 = never split);
+* ``mean_km`` / ``p95_km`` -- great-circle distance of shipped parcels;
+* ``total_cost`` -- the engine's cost model (:mod:`pyomni.policy`: fixed +
+  split + distance + low-stock + load + priority) as priced at decision time;
+  ``fulfilment_cost`` -- its policy-independent part, fixed + split + distance;
+* ``hours_to_clear`` -- hours from the start until the last order reached a
+  terminal state (``None`` if orders were still open at the end);
+* store load -- parcels picked per store against its daily capacity.
+
+Examples
+--------
+>>> OrderState.SHIPPED.name
+'SHIPPED'
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .. import errors
+from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from .simulation import Run
+
+__all__ = ["OrderState", "SimulationResult", "summarise", "TERMINAL_STATES"]
+
+_HOUR = 3_600.0
+
+
+class OrderState(enum.IntEnum):
+    """Where an order is. Every order ends in exactly one of the last four."""
+
+    OPEN = 0  #: waiting for a decision, or planned and waiting to be picked
+    SHIPPED = 1  #: every parcel picked and the reservation confirmed
+    CANCELLED = 2  #: the customer cancelled before any parcel was picked
+    STOCKOUT = 3  #: the network had no shippable stock for one of its lines
+    BACKLOG = 4  #: still open when the horizon ended
+
+
+#: States an order may end in.
+TERMINAL_STATES = (OrderState.SHIPPED, OrderState.CANCELLED, OrderState.STOCKOUT, OrderState.BACKLOG)
+_STATE_NAMES = np.array([s.name for s in OrderState], dtype=object)
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """Outcome of one policy on one scenario.
+
+    Attributes
+    ----------
+    scenario : Scenario
+    policy : str
+    metrics : dict
+        Headline numbers (see the module docstring for definitions).
+    orders : pyarrow.Table
+        One row per order: ``order_id, arrival_h, decided_h, terminal_h, state,
+        units, parcels, total_cost, fulfilment_cost, lat, lon``.
+    shipments : pyarrow.Table
+        One row per planned parcel: ``order_id, location, units, distance_km,
+        fulfilment_cost, picked_h, from_lat, from_lon, to_lat, to_lon``
+        (``picked_h`` null if never picked).
+    series : pyarrow.Table
+        One row per hour: ``hour, arrived, shipped, cancelled, stockout,
+        backlog`` (orders open at the end of the hour), ``parcels_picked,
+        units_shipped``.
+    store_load : pyarrow.Table
+        One row per location: ``location, kind, city, lat, lon, ships,
+        daily_capacity, parcels, units, utilisation`` (parcels per day of
+        demand / daily capacity) and ``peak_day_utilisation`` (first 24 hours).
+    solves : list of dict
+        One record per optimiser call (status, objective, bound, gap, times).
+    stock : dict
+        Unit accounting: ``opening``, ``received``, ``shipped``, ``closing``,
+        ``closing_reserved``, ``held_for_backlog``.
+    wall_time_s : float
+
+    Examples
+    --------
+    >>> from pyomni.sim import preset, simulate
+    >>> r = simulate(preset("small", orders=60, stores=10, hours=24))
+    >>> r.series.num_rows
+    24
+    """
+
+    scenario: Scenario
+    policy: str
+    metrics: dict[str, Any]
+    orders: pa.Table
+    shipments: pa.Table
+    series: pa.Table
+    store_load: pa.Table
+    solves: list[dict[str, Any]] = field(default_factory=list)
+    stock: dict[str, int] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    def check_invariants(self, engine: Engine | None = None) -> None:
+        """Verify the run's bookkeeping; raise :class:`~pyomni.errors.InvariantViolation` if it is off.
+
+        * every order is in exactly one terminal state;
+        * no order is filled twice: a shipped order was confirmed once and
+          its picked parcels carry exactly the units it ordered; no other
+          order shipped anything confirmed;
+        * units are conserved: opening + received = shipped + closing, and
+          the units still reserved are exactly those held for backlog orders;
+        * the engine's own ledger invariants hold (when ``engine`` is given).
+
+        Examples
+        --------
+        >>> from pyomni.sim import preset, simulate
+        >>> simulate(preset("small", orders=60, stores=10, hours=24), check=False).check_invariants()
+        """
+        states = self.orders.column("state").to_numpy(zero_copy_only=False)
+        terminal = {s.name for s in TERMINAL_STATES}
+        bad = [s for s in set(states.tolist()) if s not in terminal]
+        if bad:
+            raise errors.InvariantViolation(f"orders ended in non-terminal states {bad}")
+        if len(states) != self.scenario.orders or len(self.orders.column("order_id").unique()) != len(states):
+            raise errors.InvariantViolation("every order must appear exactly once in the outcomes")
+        shipped = states == OrderState.SHIPPED.name
+        confirmations = self.orders.column("confirmations").to_numpy()
+        if (confirmations[shipped] != 1).any() or (confirmations[~shipped] != 0).any():
+            raise errors.InvariantViolation("an order was confirmed twice, or confirmed without shipping")
+        units = self.orders.column("units").to_numpy()
+        shipped_units = self.orders.column("units_shipped").to_numpy()
+        if (shipped_units[shipped] != units[shipped]).any() or (shipped_units[~shipped] != 0).any():
+            raise errors.InvariantViolation("shipped units differ from ordered units")
+        st = self.stock
+        if st["opening"] + st["received"] != st["shipped"] + st["closing"]:
+            raise errors.InvariantViolation(f"units not conserved: {st}")
+        if st["shipped"] != int(shipped_units.sum()):
+            raise errors.InvariantViolation(f"ledger shipped {st['shipped']} units, orders {int(shipped_units.sum())}")
+        if st["closing_reserved"] != st["held_for_backlog"]:
+            raise errors.InvariantViolation(f"reserved units left over: {st}")
+        if engine is not None:
+            engine.check_invariants()
+
+
+def summarise(run: Run, wall_time_s: float) -> SimulationResult:
+    """Turn a finished :class:`~pyomni.sim.simulation.Run` into tables and metrics."""
+    w = run.world
+    s = w.scenario
+    net = w.network
+    n = len(w.orders)
+    units = w.units_ordered.astype(np.int64)
+
+    ship_order = np.array(run.ship_order, dtype=np.int64)
+    ship_loc = np.array(run.ship_location, dtype=np.int64)
+    ship_units = np.array(run.ship_units, dtype=np.int64)
+    ship_km = np.array(run.ship_km, dtype=np.float64)
+    ship_cost = np.array(run.ship_fixed, dtype=np.float64) + np.array(run.ship_distance_cost, dtype=np.float64)
+    picked_s = np.array(run.ship_picked_s, dtype=np.float64)
+    shipped = run.state == OrderState.SHIPPED
+    parcel_of_shipped = shipped[ship_order] if len(ship_order) else np.zeros(0, bool)
+    picked = ~np.isnan(picked_s)
+
+    units_shipped = np.bincount(ship_order[parcel_of_shipped], weights=ship_units[parcel_of_shipped],
+                                minlength=n).astype(np.int64)
+    fulfilment = np.bincount(ship_order[parcel_of_shipped], weights=ship_cost[parcel_of_shipped], minlength=n)
+    orders = pa.table({
+        "order_id": pa.array([o.id for o in w.orders], pa.string()),
+        "arrival_h": w.arrival_s / _HOUR,
+        "release_h": w.release_s / _HOUR,
+        "decided_h": _hours_or_null(run.decided_s),
+        "terminal_h": _hours_or_null(run.terminal_s),
+        "state": pa.array(_STATE_NAMES[run.state].tolist(), pa.string()),
+        "units": units,
+        "units_shipped": units_shipped,
+        "parcels": run.n_shipments.astype(np.int32),
+        "confirmations": run.confirmations.astype(np.int32),
+        "total_cost": np.where(shipped, run.cost_model_total, 0.0),
+        "fulfilment_cost": fulfilment,
+        "lat": w.lat,
+        "lon": w.lon,
+    })
+    shipments = pa.table({
+        "order_id": pa.array([w.orders[i].id for i in ship_order.tolist()], pa.string()),
+        "location": pa.array([net.ids[k] for k in ship_loc.tolist()], pa.string()),
+        "units": ship_units,
+        "distance_km": ship_km,
+        "fulfilment_cost": ship_cost,
+        "picked_h": _hours_or_null(picked_s),
+        "from_lat": net.lat[ship_loc], "from_lon": net.lon[ship_loc],
+        "to_lat": w.lat[ship_order], "to_lon": w.lon[ship_order],
+    })
+    series = _hourly_series(run, shipped, picked_s, ship_units, picked)
+    store_load = _store_load(run, ship_loc[picked], ship_units[picked], picked_s[picked])
+    stock = _stock_accounting(run, ship_order, ship_units)
+    metrics = _metrics(run, units, units_shipped, shipped, ship_km[parcel_of_shipped], store_load, wall_time_s)
+    return SimulationResult(s, run.policy.name, metrics, orders, shipments, series, store_load, list(run.solves),
+                            stock, wall_time_s)
+
+
+def _hours_or_null(seconds: np.ndarray) -> pa.Array:
+    """Hours, null where an event never happened (NaN would make equal tables compare unequal)."""
+    return pa.array(seconds / _HOUR, pa.float64(), mask=np.isnan(seconds))
+
+
+def _hourly_series(run: Run, shipped: np.ndarray, picked_s: np.ndarray, ship_units: np.ndarray,
+                   picked: np.ndarray) -> pa.Table:
+    w = run.world
+    hours = w.scenario.hours
+
+    def per_hour(times: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        slot = np.minimum((times // _HOUR).astype(np.int64), hours - 1)
+        return np.bincount(slot, weights=weights, minlength=hours)[:hours].astype(np.int64)
+
+    ends = (np.arange(hours) + 1) * _HOUR
+    arrived_by = np.searchsorted(w.arrival_s, ends, side="left")
+    finished = np.sort(run.terminal_s[~np.isnan(run.terminal_s)])
+    finished_by = np.searchsorted(finished, ends, side="left")
+    state = run.state
+    return pa.table({
+        "hour": np.arange(hours, dtype=np.int32),
+        "arrived": per_hour(w.arrival_s),
+        "shipped": per_hour(run.terminal_s[shipped]),
+        "cancelled": per_hour(run.terminal_s[state == OrderState.CANCELLED]),
+        "stockout": per_hour(run.terminal_s[state == OrderState.STOCKOUT]),
+        "backlog": (arrived_by - finished_by).astype(np.int64),
+        "parcels_picked": per_hour(picked_s[picked]),
+        "units_shipped": per_hour(picked_s[picked], ship_units[picked].astype(np.float64)),
+    })
+
+
+def _store_load(run: Run, loc: np.ndarray, units: np.ndarray, picked_s: np.ndarray) -> pa.Table:
+    w = run.world
+    net = w.network
+    n = len(net)
+    parcels = np.bincount(loc, minlength=n)
+    peak_day = np.bincount(loc[picked_s <= 24 * _HOUR], minlength=n)
+    capacity = net.daily_capacity.astype(np.float64)
+    demand_days = w.scenario.demand_hours / 24.0
+    ships = w.pick_per_hour > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        utilisation = np.where(ships & (capacity > 0), parcels / demand_days / capacity, 0.0)
+        peak = np.where(ships & (capacity > 0), peak_day / capacity, 0.0)
+    kinds = np.array(["", "store", "warehouse", "dark_store"], dtype=object)
+    return pa.table({
+        "location": pa.array(net.ids, pa.string()),
+        "kind": pa.array(kinds[net.kind].tolist(), pa.string()),
+        "city": pa.array(net.city, pa.string()),
+        "lat": net.lat, "lon": net.lon,
+        "ships": ships,
+        "daily_capacity": net.daily_capacity.astype(np.int32),
+        "parcels": parcels.astype(np.int64),
+        "units": np.bincount(loc, weights=units, minlength=n).astype(np.int64),
+        "utilisation": utilisation,
+        "peak_day_utilisation": peak,
+    })
+
+
+def _stock_accounting(run: Run, ship_order: np.ndarray, ship_units: np.ndarray) -> dict[str, int]:
+    opening = int(run.world.stock.column("qty").to_numpy().sum())
+    table = run.engine.stock_table()
+    closing = int(table.column("on_hand").to_numpy().astype(np.int64).sum())
+    reserved = int(table.column("reserved").to_numpy().astype(np.int64).sum())
+    held = (run.state[ship_order] == OrderState.BACKLOG) & np.array(
+        [run.reservation[i] is not None for i in ship_order.tolist()], dtype=bool)
+    # ``shipped`` is what left the ledger: units of confirmed reservations, read from the parcels.
+    confirmed = run.confirmations[ship_order] > 0
+    return {
+        "opening": opening,
+        "received": int(run.received_units),
+        "shipped": int(ship_units[confirmed].sum()),
+        "closing": closing,
+        "closing_reserved": reserved,
+        "held_for_backlog": int(ship_units[held].sum()),
+    }
+
+
+def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np.ndarray, km: np.ndarray,
+             store_load: pa.Table, wall_time_s: float) -> dict[str, Any]:
+    w = run.world
+    state = run.state
+    live = state != OrderState.CANCELLED
+    n_live = int(live.sum())
+    n_shipped = int(shipped.sum())
+    stockout = state == OrderState.STOCKOUT
+    backlog = state == OrderState.BACKLOG
+    lead_h = (run.terminal_s[shipped] - w.arrival_s[shipped]) / _HOUR
+    store_rows = np.array([k == "store" for k in store_load.column("kind").to_pylist()], dtype=bool)
+    ships = store_load.column("ships").to_numpy(zero_copy_only=False)
+    parcels = store_load.column("parcels").to_numpy()
+    util = store_load.column("utilisation").to_numpy()[store_rows & ships]
+    store_parcels = parcels[store_rows & ships]
+    warehouse_parcels = int(parcels[np.array([k == "warehouse" for k in store_load.column("kind").to_pylist()],
+                                             dtype=bool)].sum())
+    stockout_skus = {int(sku) for i in np.flatnonzero(stockout).tolist() for sku in w.lines_of(i)[0].tolist()}
+    total_cost = float(np.where(shipped, run.cost_model_total, 0.0).sum())
+    fulfilment_cost = float(
+        sum(run.ship_fixed[k] + run.ship_distance_cost[k] for k in range(len(run.ship_order))
+            if shipped[run.ship_order[k]]))
+    gaps = [x["gap"] for x in run.solves if math.isfinite(x["gap"])]
+
+    def ratio(a: float, b: float) -> float | None:
+        return float(a / b) if b else None
+
+    def pct(values: np.ndarray, q: float) -> float | None:
+        return float(np.percentile(values, q)) if len(values) else None
+
+    return {
+        "policy": run.policy.name,
+        "orders": len(w.orders),
+        "units_ordered": int(units.sum()),
+        "shipped_orders": n_shipped,
+        "cancelled_orders": int((state == OrderState.CANCELLED).sum()),
+        "stockout_orders": int(stockout.sum()),
+        "backlog_orders": int(backlog.sum()),
+        "fill_rate": ratio(float(units_shipped.sum()), float(units[live].sum())),
+        "order_fill_rate": ratio(n_shipped, n_live),
+        "split_rate": ratio(float(run.n_shipments[shipped].sum()), n_shipped),
+        "split_share": ratio(float((run.n_shipments[shipped] > 1).sum()), n_shipped),
+        "mean_km": float(km.mean()) if len(km) else None,
+        "p95_km": pct(km, 95),
+        "total_cost": total_cost,
+        "fulfilment_cost": fulfilment_cost,
+        "cost_per_order": ratio(total_cost, n_shipped),
+        "fulfilment_cost_per_order": ratio(fulfilment_cost, n_shipped),
+        "hours_to_clear": None if backlog.any() else float(np.nanmax(run.terminal_s) / _HOUR),
+        "mean_lead_time_h": float(lead_h.mean()) if len(lead_h) else None,
+        "p95_lead_time_h": pct(lead_h, 95),
+        "stockout_units": int(units[stockout].sum()),
+        "stockout_skus": len(stockout_skus),
+        "warehouse_parcel_share": ratio(warehouse_parcels, float(parcels.sum())),
+        "shipping_stores": int(len(util)),
+        "idle_store_share": ratio(float((store_parcels == 0).sum()), len(store_parcels)),
+        "store_utilisation_p10": pct(util, 10),
+        "store_utilisation_p50": pct(util, 50),
+        "store_utilisation_p90": pct(util, 90),
+        "store_load_gini": _gini(store_parcels),
+        "solves": len(run.solves),
+        "solver_time_s": float(sum(x["wall_time_s"] for x in run.solves)),
+        "max_gap": max(gaps) if gaps else None,
+        "wall_time_s": float(wall_time_s),
+    }
+
+
+def _gini(values: np.ndarray) -> float | None:
+    """Gini coefficient of the load across stores: 0 = every store equally busy, 1 = one store does it all."""
+    if not len(values) or values.sum() == 0:
+        return None
+    v = np.sort(values.astype(np.float64))
+    n = len(v)
+    return float((2 * np.arange(1, n + 1) - n - 1) @ v / (n * v.sum()))
+

@@ -1,0 +1,247 @@
+"""The peak simulation: invariants, determinism, policies, metrics and bad input.
+
+Scenarios here are the ``small`` preset cut down further (tens of stores,
+hundreds of orders) so the whole file runs in seconds; the batch policies
+run only when :mod:`pyomni.optimize` imports, with a one-second solver limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from pyomni import errors
+from pyomni.sim import (
+    PRESETS,
+    TERMINAL_STATES,
+    OrderState,
+    Scenario,
+    build_world,
+    compare_policies,
+    parse_policies,
+    preset,
+    simulate,
+)
+from pyomni.sim.world import arrival_times
+
+TINY = dict(stores=20, warehouses=2, skus=120, orders=600, hours=36)
+TERMINAL_NAMES = {s.name for s in TERMINAL_STATES}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Scenario:
+    return preset("small", **TINY)
+
+
+@pytest.fixture(scope="module")
+def greedy_result(tiny):
+    return simulate(tiny, "greedy")
+
+
+# -- invariants ------------------------------------------------------------------
+def test_every_order_ends_in_exactly_one_terminal_state(greedy_result, tiny):
+    ids = greedy_result.orders.column("order_id").to_pylist()
+    assert len(ids) == len(set(ids)) == tiny.orders
+    states = greedy_result.orders.column("state").to_pylist()
+    assert set(states) <= TERMINAL_NAMES
+    counts = {name: states.count(name) for name in TERMINAL_NAMES}
+    m = greedy_result.metrics
+    assert counts["SHIPPED"] == m["shipped_orders"]
+    assert counts["CANCELLED"] == m["cancelled_orders"]
+    assert counts["STOCKOUT"] == m["stockout_orders"]
+    assert sum(counts.values()) == tiny.orders
+    # terminal time is set exactly for orders that ended inside the horizon
+    terminal_h = greedy_result.orders.column("terminal_h").to_numpy(zero_copy_only=False)
+    assert np.isnan(terminal_h[np.array(states) == "BACKLOG"]).all()
+    assert not np.isnan(terminal_h[np.array(states) != "BACKLOG"]).any()
+
+
+def test_units_are_conserved(greedy_result):
+    st = greedy_result.stock
+    assert st["opening"] + st["received"] == st["shipped"] + st["closing"]
+    assert st["shipped"] == pc.sum(greedy_result.orders.column("units_shipped")).as_py() > 0
+    assert st["closing_reserved"] == st["held_for_backlog"]
+
+
+def test_no_order_is_filled_twice(greedy_result):
+    orders = greedy_result.orders.to_pandas()
+    shipped = orders[orders.state == "SHIPPED"]
+    assert (shipped.confirmations == 1).all() and (orders[orders.state != "SHIPPED"].confirmations == 0).all()
+    assert (shipped.units_shipped == shipped.units).all()
+    parcels = greedy_result.shipments.to_pandas()
+    picked = parcels[parcels.picked_h.notna()]
+    per_order = picked.groupby("order_id").units.sum()
+    assert (per_order.reindex(shipped.order_id).to_numpy() == shipped.units.to_numpy()).all()
+    # a parcel of a shipped order is never planned twice at the same location
+    assert not picked.duplicated(["order_id", "location"]).any()
+
+
+def test_the_invariant_check_can_fail(greedy_result):
+    broken_stock = dataclasses.replace(greedy_result, stock={**greedy_result.stock,
+                                                             "received": greedy_result.stock["received"] + 1})
+    with pytest.raises(errors.InvariantViolation):
+        broken_stock.check_invariants()
+    confirmations = greedy_result.orders.column("confirmations").to_numpy().copy()
+    confirmations[np.flatnonzero(confirmations)[0]] = 2
+    orders = greedy_result.orders.set_column(greedy_result.orders.schema.get_field_index("confirmations"),
+                                             "confirmations", [confirmations])
+    with pytest.raises(errors.InvariantViolation, match="confirmed twice"):
+        dataclasses.replace(greedy_result, orders=orders).check_invariants()
+
+
+# -- determinism ---------------------------------------------------------------------
+def test_same_seed_same_run(tiny, greedy_result):
+    again = simulate(tiny, "greedy")
+    assert again.orders.equals(greedy_result.orders)
+    assert again.shipments.equals(greedy_result.shipments)
+    strip = lambda m: {k: v for k, v in m.items() if k != "wall_time_s"}  # noqa: E731
+    assert strip(again.metrics) == strip(greedy_result.metrics)
+
+
+def test_another_seed_another_run(tiny, greedy_result):
+    other = simulate(tiny.replace(seed=tiny.seed + 1), "greedy")
+    assert not other.orders.equals(greedy_result.orders)
+
+
+# -- behaviour -----------------------------------------------------------------------
+def test_metrics_are_sane(greedy_result, tiny):
+    m = greedy_result.metrics
+    for key in ("fill_rate", "order_fill_rate", "split_share", "warehouse_parcel_share", "idle_store_share"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert 1.0 <= m["split_rate"] <= 3.0  # the default policy splits into at most 3 parcels
+    assert 0.0 < m["mean_km"] <= m["p95_km"] * 1.5
+    assert m["fulfilment_cost"] <= m["total_cost"] + 1e-6  # penalties are >= 0
+    assert m["hours_to_clear"] is None or m["hours_to_clear"] <= tiny.hours
+    series = greedy_result.series
+    assert pc.sum(series.column("arrived")).as_py() == tiny.orders
+    assert pc.sum(series.column("shipped")).as_py() == m["shipped_orders"]
+    assert series.column("backlog")[-1].as_py() == m["backlog_orders"]
+    parcels = pc.sum(greedy_result.store_load.column("parcels")).as_py()
+    assert parcels == pc.sum(series.column("parcels_picked")).as_py()
+
+
+def test_greedy_with_ample_stock_and_capacity_fills_everything():
+    s = preset("small", **{**TINY, "orders": 400}, stock_multiplier=40.0, cancel_rate=0.0, capacity=500,
+               warehouse_capacity=5000)
+    m = simulate(s, "greedy").metrics
+    assert m["fill_rate"] == 1.0 and m["order_fill_rate"] == 1.0
+    assert m["stockout_orders"] == 0 and m["backlog_orders"] == 0
+    assert m["hours_to_clear"] is not None
+
+
+def test_stores_pick_within_capacity_and_after_release(tiny):
+    r = simulate(tiny.replace(capacity=10), "greedy")
+    parcels = r.shipments.to_pandas()
+    picked = parcels[parcels.picked_h.notna()].copy()
+    picked["day"] = (picked.picked_h // 24).astype(int)
+    per_day = picked.groupby(["location", "day"]).size()
+    capacity = r.store_load.to_pandas().set_index("location").daily_capacity
+    assert (per_day.to_numpy() <= capacity.reindex(per_day.index.get_level_values(0)).to_numpy() + 1).all()
+    # an order is never picked before it is released (the cut-off holds late orders to the next midnight)
+    orders = r.orders.to_pandas().set_index("order_id")
+    release = orders.release_h.reindex(picked.order_id).to_numpy()
+    assert (picked.picked_h.to_numpy() + 1e-9 >= release).all()
+    late = orders[(orders.arrival_h % 24) >= tiny.cutoff_hour]
+    assert len(late) and (late.release_h == np.floor(late.arrival_h / 24 + 1) * 24).all()
+
+
+def test_stores_that_do_not_ship_pick_nothing(tiny):
+    r = simulate(tiny.replace(ship_from_store=5), "greedy")
+    load = r.store_load.to_pandas()
+    stores = load[load.kind == "store"]
+    assert stores.ships.sum() == 5
+    assert (stores[~stores.ships].parcels == 0).all()
+    assert r.metrics["shipping_stores"] == 5
+
+
+def test_cancellations_release_stock_and_ship_nothing(tiny):
+    r = simulate(tiny.replace(cancel_rate=1.0, cancel_mean_hours=0.5), "greedy")
+    orders = r.orders.to_pandas()
+    cancelled = orders[orders.state == "CANCELLED"]
+    assert len(cancelled) > tiny.orders // 2
+    assert (cancelled.units_shipped == 0).all()
+    assert r.stock["closing_reserved"] == r.stock["held_for_backlog"]
+
+
+def test_replenishment_brings_units_back(tiny):
+    with_receipts = simulate(tiny, "greedy")
+    without = simulate(tiny.replace(replenish_share=0.0), "greedy")
+    assert with_receipts.stock["received"] > 0
+    assert without.stock["received"] == 0
+
+
+def test_double11_profile_has_a_midnight_spike_and_a_night_trough():
+    s = PRESETS["double11"]
+    t = arrival_times(s.profile, 50_000, 24, np.random.default_rng(0))
+    per_hour = np.bincount((t // 3600).astype(int), minlength=24)
+    assert per_hour[0] == per_hour.max()
+    assert per_hour[3:7].max() < per_hour[9:23].min()
+    assert per_hour[20:23].mean() > per_hour[10:17].mean()  # the evening peak
+
+
+def test_world_draws_destinations_by_population():
+    w = build_world(preset("small", orders=3000))
+    # Shanghai (31.2N, 121.5E) is the most populous city: many customers within 30 km of it
+    near_shanghai = (np.abs(w.lat - 31.23) < 0.3) & (np.abs(w.lon - 121.47) < 0.35)
+    assert near_shanghai.mean() > 0.02
+    assert (w.release_s >= w.arrival_s).all() and (np.diff(w.arrival_s) >= 0).all()
+
+
+def test_compare_policies_shares_one_world(tiny):
+    results = compare_policies(tiny, ["greedy"])
+    assert [r.policy for r in results] == ["greedy"]
+    assert results[0].orders.column("arrival_h").equals(simulate(tiny).orders.column("arrival_h"))
+
+
+# -- batch policies (need pyomni.optimize) ---------------------------------------------
+@pytest.mark.parametrize("policy", ["micro_batch", "batch"])
+def test_batch_policies_keep_the_invariants(policy):
+    pytest.importorskip("pyomni.optimize")
+    s = preset("small", stores=12, warehouses=2, skus=80, orders=150, hours=30, time_limit_s=1.0,
+               micro_batch_minutes=240)
+    r = simulate(s, policy, solver_workers=1)  # simulate() checks the invariants itself
+    assert set(r.orders.column("state").to_pylist()) <= TERMINAL_NAMES
+    assert r.solves and r.metrics["solves"] == len(r.solves)
+    for solve in r.solves:
+        assert solve["status"] in {"OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN"}
+        if solve["status"] == "OPTIMAL":
+            assert solve["gap"] == pytest.approx(0.0, abs=1e-6)
+        assert solve["placed"] + solve["stock_outs"] <= solve["backlog"]
+    m = r.metrics
+    assert 0.0 <= m["fill_rate"] <= 1.0
+    # orders wait for a round: none is decided before the first one
+    decided = r.orders.column("decided_h").to_numpy(zero_copy_only=False)
+    first_round = min(x["hour"] for x in r.solves)
+    assert np.nanmin(decided) >= first_round - 1e-9
+
+
+# -- bad input -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("make", "field"), [
+    (lambda: preset("no-such-preset"), "preset"),
+    (lambda: preset("small", hours=-1), "hours"),
+    (lambda: preset("small", orders=0), "orders"),
+    (lambda: preset("small", step_minutes=7), "step_minutes"),
+    (lambda: preset("small", ship_from_store=41), "ship_from_store"),
+    (lambda: preset("small", cancel_rate=1.5), "cancel_rate"),
+    (lambda: preset("small", store_hours=(22, 8)), "store_hours"),
+    (lambda: preset("small", no_such_field=1), "no_such_field"),
+    (lambda: preset("small", demand_hours=60), "demand_hours"),
+    (lambda: parse_policies("greedy,teleport"), "policies"),
+    (lambda: simulate(preset("small", orders=10), "teleport"), "policies"),
+])
+def test_bad_input_is_a_typed_error(make, field):
+    with pytest.raises(errors.InvalidArgument) as info:
+        make()
+    assert info.value.field == field
+
+
+def test_presets_are_valid_and_double11_is_a_400_store_brand():
+    s = PRESETS["double11"]
+    assert s.stores == 400 and 300 <= s.stores <= 700
+    assert s.steps == s.hours * 60 // s.step_minutes
+    assert math.isclose(sum(s.profile), sum(PRESETS["small"].profile))
+    assert OrderState.BACKLOG in TERMINAL_STATES and OrderState.OPEN not in TERMINAL_STATES
