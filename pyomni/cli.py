@@ -83,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--orders", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(run=_demo)
+    from .sim.cli import add_commands as add_sim_commands  # simulate, sweep
+
+    add_sim_commands(sub)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -429,6 +429,9 @@ class Explanation:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Explanation is immutable; cannot set {name!r}")
 
+    def __reduce__(self) -> tuple[Any, ...]:   # pickled built (snapshots, process pools)
+        return (Explanation, tuple(self._get(i) for i in range(len(self._FIELDS))))
+
     def __repr__(self) -> str:
         return "Explanation(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -11,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pyomni import errors
+from pyomni.cli import main
 from pyomni.sim import preset, simulate
-from pyomni.sim.cli import add_commands
 from pyomni.sim.report import metrics_document, write_report
 from pyomni.sim.sweep import parse_grid, run_sweep
 
@@ -24,17 +23,9 @@ def result():
     return simulate(preset("small", stores=15, orders=300, hours=30), "greedy")
 
 
-def _parser() -> argparse.ArgumentParser:
-    # as pyomni.cli.main builds it: subcommands set ``run``; main calls ``args.run(args)``
-    parser = argparse.ArgumentParser(prog="pyomni")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_commands(sub)
-    return parser
-
-
 def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    return args.run(args)
+    # the installed ``pyomni`` command's entry point, in process
+    return main(argv)
 
 
 def test_report_files_are_written_and_readable(result, tmp_path):
