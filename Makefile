@@ -20,11 +20,11 @@ build: setup
 	$(BIN)/python setup.py --quiet build_ext --inplace
 
 lint: build
-	$(BIN)/ruff check pyomni tests benchmarks
+	$(BIN)/ruff check pyomni grpc_server tests benchmarks
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest tests --doctest-modules pyomni
+	$(BIN)/python -m pytest tests --doctest-modules pyomni grpc_server
 
 demo: build
 	$(BIN)/pyomni demo

@@ -11,6 +11,9 @@ Metadata lives in pyproject.toml; this file only lists the extensions.
   the package too so downstream Cython code can cimport them.
 * Directives are set once here: bounds and wraparound checks are off, and
   ``PYOMNI_DEBUG=1`` turns them (and line tracing) back on.
+* The service's protobuf and gRPC modules (with ``.pyi`` stubs) are generated
+  from ``proto/pyomni/v1/*.proto`` into ``pyomni/v1/`` on every build, editable
+  or not, so generated code is never committed and never stale.
 """
 
 import os
@@ -27,6 +30,32 @@ DEBUG = os.environ.get("PYOMNI_DEBUG") == "1"
 
 MODULES = ["geo", "ledger", "router"]      # order = dependency order
 PXD_ONLY = ["status"]
+PROTOS = ["types", "inventory", "routing", "diagnostics"]   # proto/pyomni/v1/<name>.proto
+
+
+def generate_protos() -> None:
+    """Run protoc (from grpcio-tools) over proto/ into pyomni/v1/, skipping up-to-date output."""
+    out = ROOT / "pyomni" / "v1"
+    sources = [ROOT / "proto" / "pyomni" / "v1" / f"{name}.proto" for name in PROTOS]
+    if not sources[0].exists():        # an sdist without proto/ ships the generated code instead
+        return
+    targets = [out / f"{name}_pb2.py" for name in PROTOS]
+    newest_source = max(p.stat().st_mtime for p in sources + [Path(__file__)])
+    if all(t.exists() and t.stat().st_mtime >= newest_source for t in targets):
+        return
+    from grpc_tools import protoc  # a build requirement, imported only when generating
+
+    include = Path(protoc.__file__).parent / "_proto"   # well-known types
+    out.mkdir(exist_ok=True)
+    args = ["protoc", f"-I{ROOT / 'proto'}", f"-I{include}", f"--python_out={ROOT}", f"--pyi_out={ROOT}",
+            f"--grpc_python_out={ROOT}", *map(str, sources)]
+    if protoc.main(args) != 0:
+        raise RuntimeError("protoc failed on proto/pyomni/v1")
+    (out / "__init__.py").write_text('"""Generated from proto/pyomni/v1 by setup.py; do not edit or commit."""\n')
+    (out / "py.typed").touch()
+
+
+generate_protos()
 
 
 def stage_pxd() -> Path:

@@ -42,9 +42,20 @@ from .policy import DEFAULT_POLICY, ChannelRule, RoutingPolicy
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # the gRPC client is imported on first use: in-process users do not pay for grpcio
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(f"module 'pyomni' has no attribute {name!r}")
+
+
 __all__ = [
     "errors",
     "Engine",
+    "Client",
     "Network",
     "RoutingPolicy",
     "DEFAULT_POLICY",

@@ -1,6 +1,10 @@
-"""Command line: ``pyomni demo`` routes a burst of demo orders on real Chinese cities.
+"""Command line of pyomni.
 
-It builds a demo network (stores in real cities weighted by population,
+``pyomni serve`` runs the gRPC server; ``route``, ``quote``, ``confirm``,
+``release``, ``reservation``, ``stock`` and ``nearby`` call a running one
+(:mod:`pyomni.service_cli`); ``simulate`` and ``sweep`` run peak simulations
+(:mod:`pyomni.sim.cli`); ``demo`` routes a burst of demo orders in process:
+it builds a demo network (stores in real cities weighted by population,
 warehouses at regional hubs), loads demo stock through the bulk event path,
 routes orders through the engine (hold, then confirm), and prints what it
 decided and how fast, with a progress bar.
@@ -74,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pyomni`` command."""
-    parser = argparse.ArgumentParser(prog="pyomni", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pyomni", description="pyomni: omnichannel allocation core")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="route demo orders on a demo network of real Chinese cities")
     demo.add_argument("--stores", type=int, default=2000)
@@ -83,11 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--orders", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(run=_demo)
+    from .service_cli import add_commands as add_service_commands  # serve, route, confirm, release, stock ...
+    from .service_cli import run_guarded
     from .sim.cli import add_commands as add_sim_commands  # simulate, sweep
 
+    add_service_commands(sub)
     add_sim_commands(sub)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    return run_guarded(args)
 
 
 if __name__ == "__main__":

@@ -1114,7 +1114,7 @@ class Engine:
         })
 
     def stats(self) -> dict[str, Any]:
-        """Sizes and memory: cells, bytes per cell, reservations per state."""
+        """Sizes and memory: cells, bytes per cell, units available to sell network-wide, reservations per state."""
         with self._lock:
             states = {s.name: 0 for s in ReservationState}
             for rec in self._records.values():
@@ -1125,6 +1125,7 @@ class Engine:
                 "skus": len(self._sku_ids),
                 "cells": int(self._ledger.n_cells),
                 "memory_bytes": int(self._ledger.memory_bytes()),
+                "available_units": int(self._ledger.sku_available_array().sum()),
                 "bytes_per_cell": float(self._ledger.cell_bytes()),
                 "reservations": states,
                 "request_ids": len(self._requests),

@@ -48,6 +48,8 @@ __all__ = [
     "CapabilityMissing",
     "OutOfMemory",
     "InvariantViolation",
+    "Unavailable",
+    "DeadlineExceeded",
     "ALL_ERRORS",
 ]
 
@@ -192,6 +194,25 @@ class InvariantViolation(PyomniError, AssertionError):
     """An internal ledger invariant does not hold (a bug, never bad input)."""
 
     reason = "INVARIANT_VIOLATED"
+
+
+# -- the service was not reached -----------------------------------------------
+class Unavailable(PyomniError, ConnectionError):
+    """The pyomni service could not be reached or is shutting down (raised by :class:`pyomni.Client`).
+
+    Retrying is safe for every call that carries a request id.
+    """
+
+    reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(PyomniError, TimeoutError):
+    """The call did not finish within its deadline (raised by :class:`pyomni.Client`).
+
+    The server may still have applied it: retry with the same request id to learn the answer.
+    """
+
+    reason = "DEADLINE_EXCEEDED"
 
 
 #: Every concrete error class, for mapping tables that must be total.

@@ -230,6 +230,9 @@ class ReferenceLedger:
         cells = [self.cells[c] for c in self.by_sku.get(sku, [])]
         return (sum(c[0] for c in cells), sum(c[1] for c in cells), sum(_available(c) for c in cells), len(cells))
 
+    def sku_available_array(self) -> np.ndarray:
+        return np.array([self.sku_totals(s)[2] for s in range(self.n_skus)], dtype=np.int64)
+
     def sku_cells(self, sku: int) -> tuple[np.ndarray, ...]:
         cells = [self.cells[c] for c in reversed(self.by_sku.get(sku, []))]
         return tuple(np.array([c[k] for c in cells], dtype=np.int32) for k in (3, 0, 1, 2))

@@ -1,0 +1,267 @@
+"""Thin servicers: decode the request, call the engine, encode the answer.
+
+No decision is made here; the engine validates everything and raises typed
+errors, which :func:`_rpc` turns into statuses (``grpc_server.status``). A
+failed call changes nothing because the engine's calls are all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from pyomni import Engine, errors
+from pyomni.v1 import (
+    diagnostics_pb2,
+    diagnostics_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
+)
+from pyomni.wire import (
+    allocation_to_pb,
+    events_from_pb,
+    lines_from_pb,
+    location_from_pb,
+    order_from_pb,
+    required_point,
+    reservation_state_from_pb,
+    reservation_to_pb,
+    stock_level_to_pb,
+)
+
+from .status import STATUS_CODES, abort_with
+
+__all__ = ["InventoryServicer", "RoutingServicer", "DiagnosticsServicer", "MAX_BATCH", "MAX_PAGE"]
+
+log = logging.getLogger("pyomni.server")
+
+#: Most orders in one RouteOrders call, and most events in one ApplyStockEvents message.
+MAX_BATCH = 10_000
+MAX_EVENTS = 1_000_000
+#: Largest page of a paginated list.
+MAX_PAGE = 1000
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _rpc(method: F) -> F:
+    """Run a unary handler; a pyomni error becomes its status with details."""
+    @functools.wraps(method)
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except errors.PyomniError as exc:
+            log.info("call failed", extra={"rpc": method.__name__, "reason": exc.reason, "field": exc.field})
+            abort_with(context, exc)
+    return handler  # type: ignore[return-value]
+
+
+def _request_id(value: str) -> str | None:
+    return value or None
+
+
+def _page_size(value: int, default: int) -> int:
+    if value < 0 or value > MAX_PAGE:
+        raise errors.InvalidArgument(f"page_size must be in 0..{MAX_PAGE}", field="page_size")
+    return value or default
+
+
+_TOKEN_PREFIX = "pyomni.v1:"
+
+
+def _encode_token(value: str) -> str:
+    # opaque to callers (AIP-158): the last item of the page, behind a prefix that marks it as ours
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + value).encode()).decode()
+
+
+def _decode_token(token: str) -> str | None:
+    if not token:
+        return None
+    try:
+        text = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    if not text.startswith(_TOKEN_PREFIX):
+        raise errors.InvalidArgument("page_token is not one this server issued", field="page_token")
+    return text[len(_TOKEN_PREFIX):]
+
+
+class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
+    """``pyomni.v1.InventoryService`` over an :class:`~pyomni.Engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @_rpc
+    def UpsertLocations(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not request.locations:
+            raise errors.InvalidArgument("no locations", field="locations")
+        locations = [location_from_pb(x, f"locations[{i}]") for i, x in enumerate(request.locations)]
+        added, updated = self._engine.upsert_locations(locations, request_id=_request_id(request.request_id))
+        return inventory_pb2.UpsertLocationsResponse(added=added, updated=updated)
+
+    def _apply(self, request: Any) -> int:
+        if len(request.events) > MAX_EVENTS:
+            raise errors.InvalidArgument(f"at most {MAX_EVENTS:,} events per message", field="events")
+        return self._engine.apply_stock_events(events_from_pb(request), request_id=_request_id(request.request_id))
+
+    @_rpc
+    def ApplyStockEvents(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return inventory_pb2.ApplyStockEventsResponse(applied=self._apply(request), batches=1)
+
+    def StreamStockEvents(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        applied = batches = 0
+        for request in request_iterator:
+            try:
+                applied += self._apply(request)
+            except errors.PyomniError as exc:
+                # the batches before this one stay applied: say how many, so the sender can resume
+                exc = type(exc)(f"batch {batches} failed after {batches} batches ({applied} events) were "
+                                f"applied: {exc}", field=f"batches[{batches}].{exc.field or ''}".rstrip("."))
+                abort_with(context, exc)
+            batches += 1
+        return inventory_pb2.ApplyStockEventsResponse(applied=applied, batches=batches)
+
+    @_rpc
+    def GetStock(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return stock_level_to_pb(self._engine.stock(request.location, request.sku))
+
+    @_rpc
+    def GetAvailability(self, request: Any, context: grpc.ServicerContext) -> Any:
+        eng = self._engine
+        response = inventory_pb2.GetAvailabilityResponse(
+            sku=request.sku, available=eng.available(request.sku, channel=request.channel or None))
+        if request.per_location:
+            size = _page_size(request.page_size, 100)
+            token = _decode_token(request.page_token)
+            table = eng.availability(request.sku).sort_by("location")
+            start = 0
+            if token is not None:   # the token is the last location returned: resume after it
+                ids = table.column("location").to_pylist()
+                start = next((i for i, x in enumerate(ids) if x > token), len(ids))
+            page = table.slice(start, size).to_pylist()
+            for row in page:
+                response.locations.add(location=row["location"], sku=request.sku, on_hand=row["on_hand"],
+                                       reserved=row["reserved"], safety=row["safety"], available=row["available"])
+            if start + size < table.num_rows:
+                response.next_page_token = _encode_token(page[-1]["location"])
+        return response
+
+    @_rpc
+    def FindNearbyStock(self, request: Any, context: grpc.ServicerContext) -> Any:
+        found = self._engine.available_near(request.sku, required_point(request, "near", "near"),
+                                            radius_km=request.radius_km or 30.0, limit=request.limit or 20)
+        response = inventory_pb2.FindNearbyStockResponse()
+        for x in found:
+            response.results.add(location=x.location, distance_km=x.distance_km, available=x.available)
+        return response
+
+    @_rpc
+    def FindPickupLocations(self, request: Any, context: grpc.ServicerContext) -> Any:
+        found = self._engine.find_pickup_locations(lines_from_pb(request.lines),
+                                                   required_point(request, "near", "near"),
+                                                   radius_km=request.radius_km or 30.0, limit=request.limit or 5)
+        response = inventory_pb2.FindPickupLocationsResponse()
+        for x in found:
+            response.results.add(location=x.location, distance_km=x.distance_km)
+        return response
+
+
+class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
+    """``pyomni.v1.RoutingService`` over an :class:`~pyomni.Engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _route(self, request: Any, out: Any = None) -> Any:
+        if not request.HasField("order"):
+            raise errors.InvalidOrder("order is required", field="order")
+        ttl = request.ttl_seconds
+        if ttl < 0 or ttl != ttl:
+            raise errors.InvalidArgument("ttl_seconds must be >= 0", field="ttl_seconds")
+        a = self._engine.route_order(order_from_pb(request.order), policy=request.policy or None,
+                                     request_id=_request_id(request.request_id), ttl=ttl or None)
+        return allocation_to_pb(a, out)
+
+    def _result(self, request: Any, out: Any) -> None:
+        """One answer of a batch or stream: the allocation, or the error as fields (the call goes on)."""
+        try:
+            self._route(request, out.allocation)
+        except errors.PyomniError as exc:
+            out.ClearField("allocation")
+            out.error_code = STATUS_CODES[type(exc)].value[0]
+            out.error_reason, out.error_message, out.error_field = exc.reason, str(exc), exc.field or ""
+
+    @_rpc
+    def RouteOrder(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._route(request)
+
+    @_rpc
+    def QuoteOrder(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not request.HasField("order"):
+            raise errors.InvalidOrder("order is required", field="order")
+        return allocation_to_pb(self._engine.quote(order_from_pb(request.order), policy=request.policy or None))
+
+    @_rpc
+    def RouteOrders(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if len(request.requests) > MAX_BATCH:
+            raise errors.InvalidArgument(f"at most {MAX_BATCH:,} orders per call, got {len(request.requests):,}",
+                                         field="requests")
+        response = routing_pb2.RouteOrdersResponse()
+        results = response.results
+        for r in request.requests:
+            self._result(r, results.add())
+        return response
+
+    def RouteOrderStream(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        for request in request_iterator:
+            out = routing_pb2.RouteOrderResult()
+            self._result(request, out)
+            yield out
+
+    @_rpc
+    def ConfirmReservation(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return reservation_to_pb(self._engine.confirm(request.reservation_id,
+                                                      request_id=_request_id(request.request_id)))
+
+    @_rpc
+    def ReleaseReservation(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return reservation_to_pb(self._engine.release(request.reservation_id,
+                                                      request_id=_request_id(request.request_id)))
+
+    @_rpc
+    def RerouteReservation(self, request: Any, context: grpc.ServicerContext) -> Any:
+        a = self._engine.reroute(request.reservation_id, request.rejected_by, policy=request.policy or None,
+                                 request_id=_request_id(request.request_id))
+        return allocation_to_pb(a)
+
+    @_rpc
+    def GetReservation(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return reservation_to_pb(self._engine.reservation(request.reservation_id))
+
+    @_rpc
+    def ListReservations(self, request: Any, context: grpc.ServicerContext) -> Any:
+        size = _page_size(request.page_size, 100)
+        state = reservation_state_from_pb(request.state)
+        # ask for one more than a page: whether it exists says if there is a next page
+        found = self._engine.reservations(state, after=_decode_token(request.page_token), limit=size + 1)
+        response = routing_pb2.ListReservationsResponse()
+        for r in found[:size]:
+            reservation_to_pb(r, response.reservations.add())
+        if len(found) > size:
+            response.next_page_token = _encode_token(found[size - 1].id)
+        return response
+
+
+class DiagnosticsServicer(diagnostics_pb2_grpc.DiagnosticsServiceServicer):
+    """``pyomni.v1.DiagnosticsService``: the empty call benchmarks compare against."""
+
+    def Echo(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return diagnostics_pb2.EchoResponse(payload=request.payload)

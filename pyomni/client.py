@@ -1,0 +1,324 @@
+"""``pyomni.Client``: the gRPC service, called like the in-process engine.
+
+Methods mirror :class:`pyomni.Engine` and return the same model objects; a
+failed call raises the same :mod:`pyomni.errors` class the engine would have
+raised, rebuilt from the status's ``ErrorInfo`` (``reason``, ``field``). A
+service that cannot be reached raises :class:`~pyomni.errors.Unavailable`, a
+call past its deadline :class:`~pyomni.errors.DeadlineExceeded`.
+
+Retries are gRPC's own (the channel's retry policy, see
+:data:`RETRY_POLICY`), on UNAVAILABLE only, and only where a repeat is safe:
+reads, and mutations that carry a request id -- the client gives every
+mutation one (a UUID) unless the caller passes their own, so a retried route,
+confirm or release returns the first answer instead of acting twice. Streams
+are never retried.
+
+Examples
+--------
+>>> import pyomni                                          # doctest: +SKIP
+>>> with pyomni.Client("127.0.0.1:50051") as client:       # doctest: +SKIP
+...     a = client.route_order(pyomni.Order("o-1", [("SKU-000001", 1)], destination=(31.23, 121.47)))
+...     client.confirm(a.reservation_id).state.name
+'CONFIRMED'
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import grpc
+import pyarrow as pa
+from grpc_status import rpc_status
+
+from . import errors
+from .model import (
+    Allocation,
+    Line,
+    Location,
+    NearbyStock,
+    Order,
+    PickupOption,
+    Reservation,
+    ReservationState,
+    StockLevel,
+)
+from .v1 import (
+    diagnostics_pb2,
+    diagnostics_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
+    types_pb2,
+)
+from .wire import (
+    ERROR_DOMAIN,
+    allocation_from_pb,
+    error_class,
+    events_to_pb,
+    location_to_pb,
+    nearby_from_pb,
+    order_to_pb,
+    pickup_from_pb,
+    reservation_from_pb,
+    reservation_state_to_pb,
+    stock_level_from_pb,
+)
+
+__all__ = ["Client", "RETRY_POLICY"]
+
+_IDEMPOTENT = {
+    "pyomni.v1.InventoryService": ["UpsertLocations", "ApplyStockEvents", "GetStock", "GetAvailability",
+                                   "FindNearbyStock", "FindPickupLocations"],
+    "pyomni.v1.RoutingService": ["RouteOrder", "QuoteOrder", "RouteOrders", "ConfirmReservation",
+                                 "ReleaseReservation", "RerouteReservation", "GetReservation", "ListReservations"],
+    "pyomni.v1.DiagnosticsService": ["Echo"],
+}
+#: gRPC retry policy of the idempotent methods (every unary one: the client sends request ids).
+RETRY_POLICY = {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"]}
+_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": s, "method": m} for s, ms in _IDEMPOTENT.items() for m in ms],
+    "retryPolicy": RETRY_POLICY,
+}]})
+
+_BY_CODE: dict[grpc.StatusCode, type[errors.PyomniError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.OutOfMemory,
+    grpc.StatusCode.INTERNAL: errors.InvariantViolation,
+}
+
+
+def _error(exc: grpc.RpcError) -> errors.PyomniError:
+    """The :mod:`pyomni.errors` instance a failed call stands for."""
+    from google.rpc import error_details_pb2
+
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                cls = error_class(info.reason) if info.domain == ERROR_DOMAIN else None
+                if cls is not None:
+                    return cls(status.message, field=info.metadata.get("field") or None)
+    code = exc.code()  # type: ignore[attr-defined]
+    cls = _BY_CODE.get(code, errors.PyomniError)
+    return cls(f"{code.name}: {exc.details()}")  # type: ignore[attr-defined]
+
+
+def _rid(request_id: str | None) -> str:
+    return request_id if request_id is not None else uuid.uuid4().hex
+
+
+class Client:
+    """A connection to a pyomni server.
+
+    Parameters
+    ----------
+    address : str
+        ``host:port`` of the server.
+    timeout : float
+        Default deadline of each call, in seconds.
+    credentials : grpc.ChannelCredentials, optional
+        TLS credentials; plain text when omitted (loopback and trusted networks).
+    max_message_bytes : int
+        Largest message either way (raise it with the server's for big batches).
+    """
+
+    def __init__(self, address: str, *, timeout: float = 5.0, credentials: grpc.ChannelCredentials | None = None,
+                 max_message_bytes: int = 16 * 1024 * 1024) -> None:
+        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
+                   ("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        self.address = address
+        self.timeout = float(timeout)
+        self._channel = (grpc.secure_channel(address, credentials, options) if credentials is not None
+                         else grpc.insecure_channel(address, options))
+        self._inventory = inventory_pb2_grpc.InventoryServiceStub(self._channel)
+        self._routing = routing_pb2_grpc.RoutingServiceStub(self._channel)
+        self._diagnostics = diagnostics_pb2_grpc.DiagnosticsServiceStub(self._channel)
+
+    # -- plumbing ------------------------------------------------------------------
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the server accepts connections; :class:`~pyomni.errors.Unavailable` after ``timeout``."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise errors.Unavailable(f"no pyomni server at {self.address} after {timeout} s") from None
+
+    # -- routing -------------------------------------------------------------------
+    def route_order(self, order: Order, *, request_id: str | None = None, policy: str | None = None,
+                    ttl: float | None = None, timeout: float | None = None) -> Allocation:
+        """Route an order and hold its stock (see :meth:`pyomni.Engine.route_order`)."""
+        req = routing_pb2.RouteOrderRequest(request_id=_rid(request_id), policy=policy or "", ttl_seconds=ttl or 0.0)
+        order_to_pb(order, req.order)
+        return allocation_from_pb(self._call(self._routing.RouteOrder, req, timeout))
+
+    def quote(self, order: Order, *, policy: str | None = None, timeout: float | None = None) -> Allocation:
+        """Where an order would ship from, holding nothing."""
+        req = routing_pb2.QuoteOrderRequest(policy=policy or "")
+        order_to_pb(order, req.order)
+        return allocation_from_pb(self._call(self._routing.QuoteOrder, req, timeout))
+
+    def route_orders(self, orders: Sequence[Order], *, request_ids: Sequence[str] | None = None,
+                     policy: str | None = None, timeout: float | None = None) -> list[Allocation | errors.PyomniError]:
+        """Route up to 10,000 orders in one call; each answer is an Allocation or the error that order got."""
+        req = routing_pb2.RouteOrdersRequest()
+        ids = request_ids if request_ids is not None else [uuid.uuid4().hex for _ in orders]
+        if len(ids) != len(orders):
+            raise errors.InvalidArgument("request_ids must match orders one to one", field="request_ids")
+        for order, rid in zip(orders, ids):
+            order_to_pb(order, req.requests.add(request_id=rid, policy=policy or "").order)
+        response = self._call(self._routing.RouteOrders, req, timeout)
+        return [_result(r) for r in response.results]
+
+    def route_stream(self, orders: Iterable[Order], *, policy: str | None = None,
+                     timeout: float | None = None) -> Iterator[Allocation | errors.PyomniError]:
+        """Route a stream of orders over one bidirectional call; answers come back in order, as they are made."""
+        def requests() -> Iterator[Any]:
+            for order in orders:
+                req = routing_pb2.RouteOrderRequest(request_id=uuid.uuid4().hex, policy=policy or "")
+                order_to_pb(order, req.order)
+                yield req
+        try:
+            for r in self._routing.RouteOrderStream(requests(), timeout=timeout):
+                yield _result(r)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def confirm(self, reservation_id: str, *, request_id: str | None = None,
+                timeout: float | None = None) -> Reservation:
+        """Confirm a HELD reservation: the units ship."""
+        req = routing_pb2.ConfirmReservationRequest(request_id=_rid(request_id), reservation_id=reservation_id)
+        return reservation_from_pb(self._call(self._routing.ConfirmReservation, req, timeout))
+
+    def release(self, reservation_id: str, *, request_id: str | None = None,
+                timeout: float | None = None) -> Reservation:
+        """Release a HELD reservation: its units are available again."""
+        req = routing_pb2.ReleaseReservationRequest(request_id=_rid(request_id), reservation_id=reservation_id)
+        return reservation_from_pb(self._call(self._routing.ReleaseReservation, req, timeout))
+
+    def reroute(self, reservation_id: str, rejected_by: str, *, request_id: str | None = None,
+                policy: str | None = None, timeout: float | None = None) -> Allocation:
+        """Re-route the shipment a location rejected (see :meth:`pyomni.Engine.reroute`)."""
+        req = routing_pb2.RerouteReservationRequest(request_id=_rid(request_id), reservation_id=reservation_id,
+                                                    rejected_by=rejected_by, policy=policy or "")
+        return allocation_from_pb(self._call(self._routing.RerouteReservation, req, timeout))
+
+    def reservation(self, reservation_id: str, *, timeout: float | None = None) -> Reservation:
+        """One reservation by id."""
+        req = routing_pb2.GetReservationRequest(reservation_id=reservation_id)
+        return reservation_from_pb(self._call(self._routing.GetReservation, req, timeout))
+
+    def reservations(self, state: ReservationState | None = None, *, page_size: int = 500,
+                     timeout: float | None = None) -> Iterator[Reservation]:
+        """Every reservation (of one state), oldest first, fetched a page at a time."""
+        token = ""
+        while True:
+            req = routing_pb2.ListReservationsRequest(page_size=page_size, page_token=token)
+            req.state = reservation_state_to_pb(state)  # type: ignore[assignment]
+            response = self._call(self._routing.ListReservations, req, timeout)
+            yield from (reservation_from_pb(r) for r in response.reservations)
+            token = response.next_page_token
+            if not token:
+                return
+
+    # -- inventory -----------------------------------------------------------------
+    def upsert_locations(self, locations: Sequence[Location], *, request_id: str | None = None,
+                         timeout: float | None = None) -> tuple[int, int]:
+        """Add or replace locations; returns ``(added, updated)``."""
+        req = inventory_pb2.UpsertLocationsRequest(request_id=_rid(request_id))
+        for loc in locations:
+            location_to_pb(loc, req.locations.add())
+        response = self._call(self._inventory.UpsertLocations, req, timeout)
+        return response.added, response.updated
+
+    def apply_stock_events(self, events: pa.Table | Sequence[dict[str, Any]], *, request_id: str | None = None,
+                           timeout: float | None = None) -> int:
+        """Apply stock events atomically (an Arrow table travels as one IPC stream); returns how many."""
+        req = events_to_pb(events, inventory_pb2.ApplyStockEventsRequest(request_id=_rid(request_id)))
+        return int(self._call(self._inventory.ApplyStockEvents, req, timeout).applied)
+
+    def stream_stock_events(self, batches: Iterable[pa.Table | Sequence[dict[str, Any]]], *,
+                            timeout: float | None = None) -> tuple[int, int]:
+        """Send batches of events over one client stream; each is atomic. Returns ``(applied, batches)``."""
+        requests = (events_to_pb(b, inventory_pb2.ApplyStockEventsRequest(request_id=uuid.uuid4().hex))
+                    for b in batches)
+        response = self._call(self._inventory.StreamStockEvents, requests, timeout)
+        return int(response.applied), int(response.batches)
+
+    def stock(self, location: str, sku: str, *, timeout: float | None = None) -> StockLevel:
+        """One stock cell."""
+        req = inventory_pb2.GetStockRequest(location=location, sku=sku)
+        return stock_level_from_pb(self._call(self._inventory.GetStock, req, timeout))
+
+    def available(self, sku: str, *, channel: str | None = None, timeout: float | None = None) -> int:
+        """Network-wide available-to-sell of a SKU (bounded by the channel's rule)."""
+        req = inventory_pb2.GetAvailabilityRequest(sku=sku, channel=channel or "")
+        return int(self._call(self._inventory.GetAvailability, req, timeout).available)
+
+    def availability(self, sku: str, *, page_size: int = 1000, timeout: float | None = None) -> list[StockLevel]:
+        """Every location's cell of a SKU (all pages)."""
+        out: list[StockLevel] = []
+        token = ""
+        while True:
+            req = inventory_pb2.GetAvailabilityRequest(sku=sku, per_location=True, page_size=page_size,
+                                                       page_token=token)
+            response = self._call(self._inventory.GetAvailability, req, timeout)
+            out.extend(stock_level_from_pb(x) for x in response.locations)
+            token = response.next_page_token
+            if not token:
+                return out
+
+    def available_near(self, sku: str, near: tuple[float, float], *, radius_km: float = 30.0, limit: int = 20,
+                       timeout: float | None = None) -> list[NearbyStock]:
+        """Store locator: locations near a point with the SKU available, nearest first."""
+        req = inventory_pb2.FindNearbyStockRequest(sku=sku, near=types_pb2.LatLng(latitude=near[0], longitude=near[1]),
+                                                   radius_km=radius_km, limit=limit)
+        return [nearby_from_pb(x) for x in self._call(self._inventory.FindNearbyStock, req, timeout).results]
+
+    def find_pickup_locations(self, lines: Sequence[Line | tuple[str, int]], near: tuple[float, float], *,
+                              radius_km: float = 30.0, limit: int = 5,
+                              timeout: float | None = None) -> list[PickupOption]:
+        """Click-and-collect: pickup locations near a point that can fill the whole basket."""
+        req = inventory_pb2.FindPickupLocationsRequest(near=types_pb2.LatLng(latitude=near[0], longitude=near[1]),
+                                                       radius_km=radius_km, limit=limit)
+        for line in lines:
+            sku, qty = (line.sku, line.qty) if isinstance(line, Line) else line
+            req.lines.add(sku=sku, qty=qty)
+        return [pickup_from_pb(x) for x in self._call(self._inventory.FindPickupLocations, req, timeout).results]
+
+    def echo(self, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+        """An empty round trip (the transport's floor)."""
+        return bytes(self._call(self._diagnostics.Echo, diagnostics_pb2.EchoRequest(payload=payload), timeout).payload)
+
+
+def _result(r: Any) -> Allocation | errors.PyomniError:
+    if r.error_reason:
+        cls = error_class(r.error_reason) or errors.PyomniError
+        return cls(r.error_message, field=r.error_field or None)
+    return allocation_from_pb(r.allocation)

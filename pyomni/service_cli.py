@@ -1,0 +1,219 @@
+"""``pyomni serve`` and the small commands that call a running server.
+
+``serve`` runs :func:`grpc_server.serve`; ``route``, ``quote``, ``confirm``,
+``release``, ``reservation``, ``stock`` and ``nearby`` call it through
+:class:`pyomni.Client` and print JSON (one object per answer), so a person can
+try the service from a shell and a script can parse what it prints. A failed
+call prints the error's reason, field and message to stderr and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import sys
+from typing import Any
+
+from . import errors
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.name
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if hasattr(value, "available") and "available" not in out:
+            out["available"] = value.available
+        return out
+    if hasattr(value, "as_dict"):
+        return _jsonable(value.as_dict())
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(_jsonable(value), ensure_ascii=False, indent=2))
+
+
+def _point(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON, got {text!r}") from None
+    return lat, lon
+
+
+def _line(text: str) -> tuple[str, int]:
+    sku, _, qty = text.rpartition(":")
+    if not sku:
+        return text, 1
+    try:
+        return sku, int(qty)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SKU[:QTY], got {text!r}") from None
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .client import Client
+
+    return Client(args.address, timeout=args.timeout)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from grpc_server import ServerConfig, serve
+
+    config = ServerConfig(address=args.address, data_dir=args.data_dir, workers=args.workers,
+                          max_message_bytes=args.max_message_mb * 1024 * 1024, metrics_port=args.metrics_port,
+                          snapshot_every_s=args.snapshot_every, grace_s=args.grace, stores=args.stores,
+                          warehouses=args.warehouses, skus=args.skus, seed=args.seed)
+    return serve(config)
+
+
+def _order(args: argparse.Namespace) -> Any:
+    from .model import Order
+
+    if args.to is None and args.pickup is None:
+        raise errors.InvalidOrder("give --to LAT,LON (delivery) or --pickup LOCATION", field="destination")
+    return Order(args.order_id, tuple(args.line), destination=args.to, pickup_location=args.pickup,
+                 channel=args.channel, max_splits=args.max_splits)
+
+
+def _route(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        allocation = client.route_order(_order(args), request_id=args.request_id)
+        _print(allocation)
+        if args.confirm and allocation.reservation_id:
+            _print(client.confirm(allocation.reservation_id))
+    return 0
+
+
+def _quote(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print(client.quote(_order(args)))
+    return 0
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print(client.confirm(args.reservation_id, request_id=args.request_id))
+    return 0
+
+
+def _release(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print(client.release(args.reservation_id, request_id=args.request_id))
+    return 0
+
+
+def _reservation(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print(client.reservation(args.reservation_id))
+    return 0
+
+
+def _stock(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.location:
+            _print(client.stock(args.location, args.sku))
+        else:
+            _print({"sku": args.sku, "available": client.available(args.sku, channel=args.channel),
+                    "locations": client.availability(args.sku)[: args.limit]})
+    return 0
+
+
+def _nearby(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print(client.available_near(args.sku, args.near, radius_km=args.radius, limit=args.limit))
+    return 0
+
+
+def _calling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server host:port (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds")
+
+
+def _order_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("order_id", help="order id")
+    parser.add_argument("--line", "-l", type=_line, action="append", required=True, metavar="SKU[:QTY]",
+                        help="an order line (repeat for more)")
+    parser.add_argument("--to", type=_point, metavar="LAT,LON", help="delivery address")
+    parser.add_argument("--pickup", metavar="LOCATION", help="click-and-collect at this store")
+    parser.add_argument("--channel", default="app")
+    parser.add_argument("--max-splits", type=int)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve`` and the client commands to the ``pyomni`` command's subparsers."""
+    p = subparsers.add_parser("serve", help="run the gRPC server (demo network of real Chinese cities by default)",
+                              description="Run the pyomni gRPC server. State lives in --data-dir: restored at "
+                                          "start, snapshotted periodically and on SIGTERM/SIGINT. Without a "
+                                          "snapshot a demo network of real Chinese cities with demo stock is built.")
+    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"host:port to listen on (default {DEFAULT_ADDRESS})")
+    p.add_argument("--data-dir", default="data", help="snapshot directory (default ./data)")
+    p.add_argument("--workers", type=int, default=8, help="handler threads")
+    p.add_argument("--max-message-mb", type=int, default=16, help="largest message in MiB")
+    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus HTTP port (0 = off)")
+    p.add_argument("--snapshot-every", type=float, default=60.0, help="seconds between snapshots (0 = at exit only)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get at shutdown")
+    p.add_argument("--stores", type=int, default=500, help="demo network: stores")
+    p.add_argument("--warehouses", type=int, default=8, help="demo network: warehouses")
+    p.add_argument("--skus", type=int, default=20_000, help="demo network: SKUs")
+    p.add_argument("--seed", type=int, default=7, help="demo network and stock seed")
+    p.set_defaults(run=_serve)
+
+    p = subparsers.add_parser("route", help="route an order on a running server and hold its stock")
+    _order_options(p)
+    p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    p.add_argument("--confirm", action="store_true", help="confirm the reservation straight away")
+    _calling(p)
+    p.set_defaults(run=_route)
+
+    p = subparsers.add_parser("quote", help="where an order would ship from, holding nothing")
+    _order_options(p)
+    _calling(p)
+    p.set_defaults(run=_quote)
+
+    for name, run, text in (("confirm", _confirm, "confirm a HELD reservation"),
+                            ("release", _release, "release a HELD reservation")):
+        p = subparsers.add_parser(name, help=text)
+        p.add_argument("reservation_id")
+        p.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+        _calling(p)
+        p.set_defaults(run=run)
+
+    p = subparsers.add_parser("reservation", help="show one reservation")
+    p.add_argument("reservation_id")
+    _calling(p)
+    p.set_defaults(run=_reservation)
+
+    p = subparsers.add_parser("stock", help="a stock cell (LOCATION given) or a SKU's availability")
+    p.add_argument("sku")
+    p.add_argument("location", nargs="?")
+    p.add_argument("--channel")
+    p.add_argument("--limit", type=int, default=20, help="most locations listed")
+    _calling(p)
+    p.set_defaults(run=_stock)
+
+    p = subparsers.add_parser("nearby", help="store locator: locations near a point with a SKU available")
+    p.add_argument("sku")
+    p.add_argument("--near", type=_point, required=True, metavar="LAT,LON")
+    p.add_argument("--radius", type=float, default=30.0)
+    p.add_argument("--limit", type=int, default=20)
+    _calling(p)
+    p.set_defaults(run=_nearby)
+
+
+def run_guarded(args: argparse.Namespace) -> int:
+    """Run a command; a pyomni error becomes a one-line message on stderr and exit status 1."""
+    try:
+        return int(args.run(args))
+    except errors.PyomniError as exc:
+        print(json.dumps({"error": exc.reason, "field": exc.field, "message": str(exc)}), file=sys.stderr)
+        return 1

@@ -1,0 +1,351 @@
+"""The wire format: conversions between pyomni's model and the ``pyomni.v1`` protobuf messages.
+
+One module used by both ends -- the server (``grpc_server``) and
+:class:`pyomni.Client` -- so a value crosses the wire and comes back equal.
+Conversions *from* protobuf validate: proto3 cannot say "missing", so the
+defaults that mean "not set" (empty string, 0, UNSPECIFIED) are turned into
+``None`` here and the model's own constructors then check everything else.
+Errors travel as a ``google.rpc.Status`` with an ``ErrorInfo`` (``reason`` =
+the error class's reason, ``metadata["field"]`` = the offending field) and,
+for bad input, a ``BadRequest`` field violation; :func:`error_from_status`
+turns one back into the same :mod:`pyomni.errors` class.
+
+Examples
+--------
+>>> import pyomni
+>>> order = pyomni.Order("o-1", [("SKU-1", 2)], destination=(31.23, 121.47), channel="tmall")
+>>> order_from_pb(order_to_pb(order)) == order
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from . import errors
+from .model import (
+    Allocation,
+    AllocationStatus,
+    Candidate,
+    Capability,
+    CostBreakdown,
+    Explanation,
+    Fulfilment,
+    Line,
+    Location,
+    LocationKind,
+    NearbyStock,
+    Order,
+    PickupOption,
+    Reservation,
+    ReservationState,
+    Shipment,
+    ShortLine,
+    StockLevel,
+)
+from .v1 import inventory_pb2, types_pb2
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "error_class",
+    "order_to_pb", "order_from_pb",
+    "location_to_pb", "location_from_pb",
+    "allocation_to_pb", "allocation_from_pb",
+    "reservation_to_pb", "reservation_from_pb",
+    "stock_level_to_pb", "stock_level_from_pb",
+    "events_to_pb", "events_from_pb",
+    "nearby_from_pb", "pickup_from_pb",
+]
+
+#: ``ErrorInfo.domain`` of every pyomni error.
+ERROR_DOMAIN = "pyomni.v1"
+
+_BY_REASON: dict[str, type[errors.PyomniError]] = {cls.reason: cls for cls in errors.ALL_ERRORS}
+
+
+def error_class(reason: str) -> type[errors.PyomniError] | None:
+    """The :mod:`pyomni.errors` class whose ``reason`` is ``reason``, if any.
+
+    >>> error_class("UNKNOWN_SKU").__name__
+    'UnknownSku'
+    """
+    return _BY_REASON.get(reason)
+
+
+# -- enums: matched by name, so the proto's numbering is free -----------------------
+def _enum_maps(model: Any, pb_enum: Any, prefix: str) -> tuple[dict[Any, int], dict[int, Any]]:
+    to_pb = {m: pb_enum.Value(prefix + m.name) for m in model if m.name != "NONE"}
+    return to_pb, {v: m for m, v in to_pb.items()}
+
+
+_KIND_TO, _KIND_FROM = _enum_maps(LocationKind, types_pb2.LocationKind, "LOCATION_KIND_")
+_CAP_TO, _CAP_FROM = _enum_maps(Capability, types_pb2.Capability, "CAPABILITY_")
+_FULFIL_TO, _FULFIL_FROM = _enum_maps(Fulfilment, types_pb2.Fulfilment, "FULFILMENT_")
+_STATUS_TO, _STATUS_FROM = _enum_maps(AllocationStatus, types_pb2.AllocationStatus, "ALLOCATION_STATUS_")
+_STATE_TO, _STATE_FROM = _enum_maps(ReservationState, types_pb2.ReservationState, "RESERVATION_STATE_")
+_EVENT_NAMES = {inventory_pb2.StockEventKind.Value("STOCK_EVENT_KIND_" + k.upper()): k
+                for k in ("set", "adjust", "receive", "sale", "return", "safety")}
+_EVENT_VALUES = {k: v for v, k in _EVENT_NAMES.items()}
+
+
+def _enum_from(table: Mapping[int, Any], value: int, field: str, *, default: Any = None) -> Any:
+    if value == 0 and default is not None:
+        return default
+    try:
+        return table[value]
+    except KeyError:
+        raise errors.InvalidArgument(f"{field} has no valid value (got {value})", field=field) from None
+
+
+def _point(msg: Any, field: str) -> tuple[float, float]:
+    lat, lon = msg.latitude, msg.longitude
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        raise errors.InvalidCoordinates(f"{field} must be finite, got {lat}, {lon}", field=field)
+    return (lat, lon)
+
+
+def optional_point(parent: Any, name: str, field: str) -> tuple[float, float] | None:
+    """The ``LatLng`` field ``name`` of ``parent`` as ``(lat, lon)``, or ``None`` when it is not set."""
+    if not parent.HasField(name):
+        return None
+    return _point(getattr(parent, name), field)
+
+
+def required_point(parent: Any, name: str, field: str) -> tuple[float, float]:
+    """Like :func:`optional_point`, but a missing point is an :class:`~pyomni.errors.InvalidCoordinates`."""
+    point = optional_point(parent, name, field)
+    if point is None:
+        raise errors.InvalidCoordinates(f"{field} is required", field=field)
+    return point
+
+
+# -- orders ----------------------------------------------------------------------------
+def order_to_pb(order: Order, out: Any = None) -> Any:
+    """An :class:`~pyomni.model.Order` as a ``pyomni.v1.Order`` (filled into ``out`` if given)."""
+    msg = types_pb2.Order() if out is None else out
+    msg.id = order.id
+    for line in order.lines:
+        msg.lines.add(sku=line.sku, qty=line.qty)
+    if order.destination is not None:
+        msg.destination.latitude, msg.destination.longitude = order.destination
+    if order.pickup_location is not None:
+        msg.pickup_location = order.pickup_location
+    msg.fulfilment = _FULFIL_TO[order.fulfilment] if order.fulfilment is not None else 0
+    msg.channel = order.channel
+    msg.max_splits = order.max_splits or 0
+    msg.max_distance_km = order.max_distance_km or 0.0
+    msg.excluded_locations.extend(order.excluded_locations)
+    return msg
+
+
+def order_from_pb(msg: Any, field: str = "order") -> Order:
+    """A validated-shape :class:`~pyomni.model.Order` from a ``pyomni.v1.Order``.
+
+    The engine validates the rest (known SKUs, quantities, limits) when it routes.
+    """
+    if not msg.id:
+        raise errors.InvalidOrder(f"{field}.id is required", field=f"{field}.id")
+    if not msg.lines:
+        raise errors.InvalidOrder(f"{field}.lines must not be empty", field=f"{field}.lines")
+    if msg.max_splits < 0:
+        raise errors.InvalidOrder(f"{field}.max_splits must be >= 0", field=f"{field}.max_splits")
+    if not (math.isfinite(msg.max_distance_km) and msg.max_distance_km >= 0):
+        raise errors.InvalidOrder(f"{field}.max_distance_km must be a finite number >= 0",
+                                  field=f"{field}.max_distance_km")
+    return Order(
+        msg.id,
+        tuple(Line(x.sku, x.qty) for x in msg.lines),
+        destination=optional_point(msg, "destination", f"{field}.destination"),
+        pickup_location=msg.pickup_location or None,
+        fulfilment=_enum_from(_FULFIL_FROM, msg.fulfilment, f"{field}.fulfilment") if msg.fulfilment else None,
+        channel=msg.channel or "app",
+        max_splits=msg.max_splits or None,
+        max_distance_km=msg.max_distance_km or None,
+        excluded_locations=tuple(msg.excluded_locations),
+    )
+
+
+def lines_from_pb(lines: Iterable[Any]) -> list[Line]:
+    """Order lines from ``pyomni.v1.OrderLine`` messages."""
+    return [Line(x.sku, x.qty) for x in lines]
+
+
+# -- locations --------------------------------------------------------------------------
+def location_to_pb(loc: Location, out: Any = None) -> Any:
+    """A :class:`~pyomni.model.Location` as a ``pyomni.v1.Location``."""
+    msg = types_pb2.Location() if out is None else out
+    msg.id = loc.id
+    msg.kind = _KIND_TO[LocationKind(loc.kind)]
+    msg.position.latitude, msg.position.longitude = loc.lat, loc.lon
+    msg.province_code, msg.prefecture_code, msg.city = loc.province_code, loc.prefecture_code, loc.city
+    msg.capabilities.extend(v for m, v in _CAP_TO.items() if m in Capability(loc.capabilities))
+    msg.daily_capacity, msg.fixed_cost, msg.priority = loc.daily_capacity, loc.fixed_cost, loc.priority
+    msg.franchise, msg.is_open = loc.franchise, loc.is_open
+    return msg
+
+
+def location_from_pb(msg: Any, field: str = "location") -> Location:
+    """A :class:`~pyomni.model.Location` from a ``pyomni.v1.Location`` (UNSPECIFIED kind = STORE)."""
+    if not msg.id:
+        raise errors.InvalidArgument(f"{field}.id is required", field=f"{field}.id")
+    lat, lon = required_point(msg, "position", f"{field}.position")
+    caps = Capability.NONE
+    for i, c in enumerate(msg.capabilities):
+        caps |= _enum_from(_CAP_FROM, c, f"{field}.capabilities[{i}]")
+    return Location(msg.id, _enum_from(_KIND_FROM, msg.kind, f"{field}.kind", default=LocationKind.STORE), lat, lon,
+                    province_code=msg.province_code, prefecture_code=msg.prefecture_code, city=msg.city,
+                    capabilities=caps, daily_capacity=msg.daily_capacity, fixed_cost=msg.fixed_cost,
+                    priority=msg.priority, franchise=msg.franchise, is_open=msg.is_open)
+
+
+# -- allocations and reservations -----------------------------------------------------
+def _shipment_to_pb(s: Shipment, msg: Any) -> None:
+    msg.location = s.location
+    for line in s.lines:
+        msg.lines.add(sku=line.sku, qty=line.qty)
+    msg.distance_km = s.distance_km
+    c = s.cost
+    msg.cost.fixed, msg.cost.distance, msg.cost.low_stock = c.fixed, c.distance, c.low_stock
+    msg.cost.load, msg.cost.priority, msg.cost.total = c.load, c.priority, c.total
+
+
+def _shipment_from_pb(msg: Any) -> Shipment:
+    c = msg.cost
+    return Shipment(msg.location, tuple(Line(x.sku, x.qty) for x in msg.lines), msg.distance_km,
+                    CostBreakdown(c.fixed, c.distance, c.low_stock, c.load, c.priority))
+
+
+def allocation_to_pb(a: Allocation, out: Any = None) -> Any:
+    """An :class:`~pyomni.model.Allocation` (with its explanation) as a ``pyomni.v1.Allocation``."""
+    msg = types_pb2.Allocation() if out is None else out
+    msg.order_id = a.order_id
+    msg.status = _STATUS_TO[a.status]
+    if a.reservation_id is not None:
+        msg.reservation_id = a.reservation_id
+    for s in a.shipments:
+        _shipment_to_pb(s, msg.shipments.add())
+    msg.total_cost = a.total_cost
+    for sl in a.short_lines:
+        msg.short_lines.add(sku=sl.sku, requested=sl.requested, allocatable=sl.allocatable, reason=sl.reason)
+    e = a.explanation
+    ex = msg.explanation
+    ex.strategy, ex.considered, ex.split, ex.split_reason, ex.policy = (e.strategy, e.considered, e.split,
+                                                                       e.split_reason, e.policy)
+    ex.rejected.update(e.rejected)
+    for c in e.runners_up:
+        ex.runners_up.add(location=c.location, cost=c.cost, distance_km=c.distance_km)
+    if a.expires_at is not None:
+        msg.expire_time = a.expires_at
+    return msg
+
+
+def allocation_from_pb(msg: Any) -> Allocation:
+    """An :class:`~pyomni.model.Allocation` from a ``pyomni.v1.Allocation``."""
+    ex = msg.explanation
+    explanation = Explanation(ex.strategy, ex.considered, dict(ex.rejected),
+                              tuple(Candidate(c.location, c.cost, c.distance_km) for c in ex.runners_up),
+                              ex.split, ex.split_reason, ex.policy)
+    return Allocation(msg.order_id, _STATUS_FROM[msg.status], msg.reservation_id or None,
+                      tuple(_shipment_from_pb(s) for s in msg.shipments), msg.total_cost,
+                      tuple(ShortLine(s.sku, s.requested, s.allocatable, s.reason) for s in msg.short_lines),
+                      explanation, msg.expire_time if msg.reservation_id else None)
+
+
+def reservation_to_pb(r: Reservation, out: Any = None) -> Any:
+    """A :class:`~pyomni.model.Reservation` as a ``pyomni.v1.Reservation``."""
+    msg = types_pb2.Reservation() if out is None else out
+    msg.id, msg.request_id, msg.order_id, msg.channel = r.id, r.request_id or "", r.order_id, r.channel
+    msg.state = _STATE_TO[r.state]
+    for s in r.shipments:
+        _shipment_to_pb(s, msg.shipments.add())
+    msg.create_time, msg.expire_time = r.created_at, r.expires_at
+    msg.excluded_locations.extend(r.excluded_locations)
+    return msg
+
+
+def reservation_from_pb(msg: Any) -> Reservation:
+    """A :class:`~pyomni.model.Reservation` from a ``pyomni.v1.Reservation``."""
+    return Reservation(msg.id, msg.request_id or None, msg.order_id, msg.channel, _STATE_FROM[msg.state],
+                       tuple(_shipment_from_pb(s) for s in msg.shipments), msg.create_time, msg.expire_time,
+                       tuple(msg.excluded_locations))
+
+
+def reservation_state_from_pb(value: int, field: str = "state") -> ReservationState | None:
+    """A state filter: ``None`` for UNSPECIFIED (any state)."""
+    return None if value == 0 else _enum_from(_STATE_FROM, value, field)
+
+
+def reservation_state_to_pb(state: ReservationState | None) -> int:
+    """The proto value of a state filter (UNSPECIFIED for ``None``)."""
+    return 0 if state is None else _STATE_TO[ReservationState(state)]
+
+
+# -- stock ------------------------------------------------------------------------------
+def stock_level_to_pb(s: StockLevel, out: Any = None) -> Any:
+    """A :class:`~pyomni.model.StockLevel` as a ``pyomni.v1.StockLevel``."""
+    msg = types_pb2.StockLevel() if out is None else out
+    msg.location, msg.sku, msg.on_hand, msg.reserved, msg.safety = s.location, s.sku, s.on_hand, s.reserved, s.safety
+    msg.available = s.available
+    return msg
+
+
+def stock_level_from_pb(msg: Any) -> StockLevel:
+    """A :class:`~pyomni.model.StockLevel` from a ``pyomni.v1.StockLevel``."""
+    return StockLevel(msg.location, msg.sku, msg.on_hand, msg.reserved, msg.safety)
+
+
+def nearby_from_pb(msg: Any) -> NearbyStock:
+    """A :class:`~pyomni.model.NearbyStock` from a ``pyomni.v1.NearbyStock``."""
+    return NearbyStock(msg.location, msg.distance_km, msg.available)
+
+
+def pickup_from_pb(msg: Any) -> PickupOption:
+    """A :class:`~pyomni.model.PickupOption` from a ``pyomni.v1.PickupOption``."""
+    return PickupOption(msg.location, msg.distance_km)
+
+
+_EVENT_SCHEMA = pa.schema([("location", pa.string()), ("sku", pa.string()), ("event", pa.string()),
+                           ("qty", pa.int64()), ("safety", pa.int64())])
+
+
+def events_from_pb(request: Any) -> pa.Table:
+    """The stock events of an ``ApplyStockEventsRequest`` as an Arrow table the engine applies.
+
+    Either ``events`` or ``arrow_ipc`` (an Arrow IPC stream), not both.
+    """
+    if request.arrow_ipc:
+        if len(request.events):
+            raise errors.InvalidArgument("send events or arrow_ipc, not both", field="arrow_ipc")
+        try:
+            with pa.ipc.open_stream(request.arrow_ipc) as reader:
+                return reader.read_all()
+        except pa.ArrowInvalid as exc:
+            raise errors.InvalidArgument(f"arrow_ipc is not an Arrow IPC stream: {exc}", field="arrow_ipc") from None
+    if not len(request.events):
+        raise errors.InvalidArgument("no events", field="events")
+    kinds = []
+    for i, e in enumerate(request.events):
+        kinds.append(_enum_from(_EVENT_NAMES, e.kind, f"events[{i}].kind"))
+    return pa.table([[e.location for e in request.events], [e.sku for e in request.events], kinds,
+                     [e.qty for e in request.events],
+                     [e.safety if e.has_safety else None for e in request.events]], schema=_EVENT_SCHEMA)
+
+
+def events_to_pb(events: pa.Table | Sequence[Mapping[str, Any]], request: Any) -> Any:
+    """Fill an ``ApplyStockEventsRequest``: an Arrow table goes as one IPC stream, records as messages."""
+    if isinstance(events, (pa.Table, pa.RecordBatch)):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, events.schema) as writer:
+            writer.write(events)
+        request.arrow_ipc = sink.getvalue().to_pybytes()
+        return request
+    for e in events:
+        safety = e.get("safety")
+        request.events.add(location=e["location"], sku=e["sku"],
+                           kind=_EVENT_VALUES.get(str(e.get("event", "set")).lower(), 0),
+                           qty=int(e["qty"]), safety=int(safety or 0), has_safety=safety is not None)
+    return request

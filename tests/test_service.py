@@ -1,0 +1,354 @@
+"""The gRPC service end to end: a real ``pyomni serve`` process on a free port, called over loopback."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pyarrow as pa
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+import pyomni
+from grpc_server import SERVICE_NAMES, STATUS_CODES, status_of
+from grpc_server.launch import ServerProcess
+from pyomni import errors
+from pyomni.v1 import inventory_pb2, inventory_pb2_grpc, routing_pb2, routing_pb2_grpc, types_pb2
+from pyomni.wire import ERROR_DOMAIN, error_class
+
+NETWORK = ["--stores", "60", "--warehouses", "2", "--skus", "400", "--seed", "5"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerProcess(tmp_path_factory.mktemp("data"), NETWORK) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with pyomni.Client(server.address, timeout=10) as c:
+        c.wait_ready()
+        yield c
+
+
+@pytest.fixture(scope="module")
+def stubs(server):
+    channel = grpc.insecure_channel(server.address)
+    yield routing_pb2_grpc.RoutingServiceStub(channel), inventory_pb2_grpc.InventoryServiceStub(channel), channel
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def net():
+    # the same demo network the server builds from NETWORK
+    return pyomni.demo_network(stores=60, warehouses=2, skus=400, seed=5)
+
+
+_taken = itertools.count(1)
+
+
+def _fresh_sku(client: pyomni.Client, net: pyomni.Network) -> str:
+    """A SKU no other test uses, with its demo stock taken to zero everywhere."""
+    sku = net.skus[-next(_taken)]
+    cells = client.availability(sku)
+    if cells:
+        client.apply_stock_events([{"location": c.location, "sku": sku, "event": "set", "qty": 0, "safety": 0}
+                                   for c in cells])
+    assert client.available(sku) == 0
+    return sku
+
+
+def _status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo, list]:
+    st = rpc_status.from_call(exc)
+    info = error_details_pb2.ErrorInfo()
+    violations = []
+    for d in st.details:
+        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            d.Unpack(info)
+        elif d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            br = error_details_pb2.BadRequest()
+            d.Unpack(br)
+            violations = list(br.field_violations)
+    return exc.code(), info, violations
+
+
+# -- error mapping ---------------------------------------------------------------------
+def test_every_error_class_has_a_status_and_comes_back_as_itself():
+    assert set(STATUS_CODES) == set(errors.ALL_ERRORS)
+    for cls in errors.ALL_ERRORS:
+        st = status_of(cls("boom", field="order.lines[0]"))
+        assert st.code == STATUS_CODES[cls].value[0] and st.message == "boom"
+        info = error_details_pb2.ErrorInfo()
+        assert st.details[0].Unpack(info) and info.reason == cls.reason and info.domain == ERROR_DOMAIN
+        assert info.metadata["field"] == "order.lines[0]"
+        assert error_class(info.reason) is cls
+        bad_request = [d for d in st.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR)]
+        assert bool(bad_request) == (STATUS_CODES[cls] is grpc.StatusCode.INVALID_ARGUMENT)
+
+
+# -- every RPC -------------------------------------------------------------------------------
+def test_health_and_reflection(server):
+    channel = grpc.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", *SERVICE_NAMES):
+        assert health.Check(health_pb2.HealthCheckRequest(service=name)).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answer = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    listed = {s.name for s in answer.list_services_response.service}
+    assert set(SERVICE_NAMES) <= listed and "grpc.health.v1.Health" in listed
+    channel.close()
+
+
+def test_echo(client):
+    assert client.echo(b"x" * 300) == b"x" * 300
+
+
+def test_stock_events_batch_arrow_and_stream(client, net):
+    sku = _fresh_sku(client, net)
+    a, b = net.ids[0], net.ids[1]
+    assert client.apply_stock_events([{"location": a, "sku": sku, "event": "set", "qty": 10, "safety": 2}]) == 1
+    table = pa.table({"location": [a, b], "sku": [sku, sku], "event": ["receive", "set"], "qty": [5, 4]})
+    assert client.apply_stock_events(table) == 2
+    applied, batches = client.stream_stock_events([[{"location": b, "sku": sku, "event": "sale", "qty": 1}],
+                                                   [{"location": a, "sku": sku, "event": "adjust", "qty": -3}]])
+    assert (applied, batches) == (2, 2)
+    assert client.stock(a, sku) == pyomni.StockLevel(a, sku, 12, 0, 2)
+    assert client.stock(b, sku).on_hand == 3
+    assert client.available(sku) == 10 + 3
+    cells = [c for c in client.availability(sku, page_size=1) if c.on_hand]      # pages of one
+    assert sorted(c.location for c in cells) == sorted([a, b])
+
+
+def test_routing_life_cycle(client, net):
+    sku = _fresh_sku(client, net)
+    home = net.location(3)
+    far = next(i for i, city in enumerate(net.city) if city != home.city and net.kind[i] == 1)   # another city
+    client.apply_stock_events([{"location": home.id, "sku": sku, "event": "set", "qty": 6},
+                               {"location": net.ids[far], "sku": sku, "event": "set", "qty": 6}])
+    order = pyomni.Order(f"o-{uuid.uuid4().hex[:8]}", [(sku, 2)], destination=(home.lat, home.lon))
+    quote = client.quote(order)
+    assert quote.status is pyomni.AllocationStatus.QUOTED and client.stock(home.id, sku).reserved == 0
+    a = client.route_order(order, request_id=f"req-{order.id}")
+    assert a.status is pyomni.AllocationStatus.ALLOCATED and a.shipments[0].location == home.id
+    assert a.explanation.considered >= 1 and a.explanation.policy
+    assert client.stock(home.id, sku).reserved == 2
+    assert client.reservation(a.reservation_id).state is pyomni.ReservationState.HELD
+    # the store rejects: re-routed elsewhere, the rejecting store's hold released
+    b = client.reroute(a.reservation_id, home.id)
+    assert b.status is pyomni.AllocationStatus.ALLOCATED and b.shipments[0].location == net.ids[far]
+    assert client.stock(home.id, sku).reserved == 0 and client.stock(net.ids[far], sku).reserved == 2
+    r = client.confirm(a.reservation_id)
+    assert r.state is pyomni.ReservationState.CONFIRMED and client.stock(net.ids[far], sku).on_hand == 4
+    listed = list(client.reservations(pyomni.ReservationState.CONFIRMED, page_size=1))
+    assert a.reservation_id in {x.id for x in listed}
+    other = client.route_order(pyomni.Order(order.id + "-b", [(sku, 1)], destination=(home.lat, home.lon)))
+    assert client.release(other.reservation_id).state is pyomni.ReservationState.RELEASED
+
+
+def test_batch_and_stream_route_each_order_and_report_errors_per_order(client, net):
+    sku = _fresh_sku(client, net)
+    client.apply_stock_events([{"location": net.ids[5], "sku": sku, "event": "set", "qty": 50}])
+    dest = (float(net.lat[5]), float(net.lon[5]))
+    orders = [pyomni.Order(f"b-{uuid.uuid4().hex[:8]}", [(sku, 1)], destination=dest) for _ in range(5)]
+    orders.insert(2, pyomni.Order("b-bad", [("NO-SUCH-SKU", 1)], destination=dest))
+    got = client.route_orders(orders)
+    assert [type(x).__name__ for x in got] == ["Allocation"] * 2 + ["UnknownSku"] + ["Allocation"] * 3
+    assert got[2].field == "lines[0].sku"
+    streamed = list(client.route_stream(pyomni.Order(f"s-{i}-{uuid.uuid4().hex[:6]}", [(sku, 1)], destination=dest)
+                                        for i in range(20)))
+    assert all(isinstance(x, pyomni.Allocation) and x.reservation_id for x in streamed)
+    assert client.stock(net.ids[5], sku).reserved == 25
+
+
+def test_store_locator_and_pickup(client, net):
+    sku = _fresh_sku(client, net)
+    store = net.location(7)
+    client.apply_stock_events([{"location": store.id, "sku": sku, "event": "set", "qty": 3}])
+    near = client.available_near(sku, (store.lat, store.lon), radius_km=5)
+    assert near[0].location == store.id and near[0].available == 3
+    pickup = client.find_pickup_locations([(sku, 2)], (store.lat, store.lon), radius_km=5)
+    assert [p.location for p in pickup][:1] == ([store.id] if pyomni.Capability.PICKUP in store.capabilities else [])
+
+
+def test_upsert_locations_then_route_from_the_new_store(client, net):
+    sku = _fresh_sku(client, net)
+    store = pyomni.Location(f"LHASA-{uuid.uuid4().hex[:4]}", pyomni.LocationKind.STORE, 29.65, 91.13, city="Lhasa")
+    assert client.upsert_locations([store]) == (1, 0)
+    client.apply_stock_events([{"location": store.id, "sku": sku, "event": "set", "qty": 2}])
+    a = client.route_order(pyomni.Order(f"t-{uuid.uuid4().hex[:6]}", [(sku, 1)], destination=(29.6, 91.1)))
+    assert a.shipments[0].location == store.id
+
+
+# -- idempotency ------------------------------------------------------------------------------
+def test_a_retried_request_returns_the_first_answer(client, net):
+    sku = _fresh_sku(client, net)
+    client.apply_stock_events([{"location": net.ids[8], "sku": sku, "event": "set", "qty": 5}])
+    order = pyomni.Order(f"i-{uuid.uuid4().hex[:8]}", [(sku, 2)], destination=(float(net.lat[8]), float(net.lon[8])))
+    rid = uuid.uuid4().hex
+    first = client.route_order(order, request_id=rid)
+    assert client.route_order(order, request_id=rid) == first
+    assert client.stock(net.ids[8], sku).reserved == 2
+    confirm_id = uuid.uuid4().hex
+    assert client.confirm(first.reservation_id, request_id=confirm_id) == \
+        client.confirm(first.reservation_id, request_id=confirm_id)
+    with pytest.raises(errors.RequestIdReused):
+        client.route_order(pyomni.Order("other", [(sku, 1)], destination=(30.0, 120.0)), request_id=rid)
+
+
+# -- bad input: the right status, details, and no state change ----------------------------------
+def _snapshot(client, net, sku):
+    return [client.stock(loc, sku) for loc in net.ids[:10]], len(list(client.reservations()))
+
+
+@pytest.mark.parametrize(("case", "code", "reason", "field"), [
+    ("missing order", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ORDER", "order"),
+    ("no lines", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ORDER", "order.lines"),
+    ("negative qty", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_QUANTITY", "lines[0].qty"),
+    ("huge qty", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_QUANTITY", "lines[0].qty"),
+    ("nan destination", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_COORDINATES", "order.destination"),
+    ("unknown sku", grpc.StatusCode.NOT_FOUND, "UNKNOWN_SKU", "lines[0].sku"),
+    ("unknown pickup", grpc.StatusCode.NOT_FOUND, "UNKNOWN_LOCATION", "pickup_location"),
+    ("unknown policy", grpc.StatusCode.NOT_FOUND, "UNKNOWN_POLICY", "policy"),
+    ("negative ttl", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "ttl_seconds"),
+])
+def test_bad_route_requests(stubs, client, net, case, code, reason, field):
+    routing, _, _ = stubs
+    sku = net.skus[0]
+    good = types_pb2.Order(id="bad-1", lines=[types_pb2.OrderLine(sku=sku, qty=1)],
+                           destination=types_pb2.LatLng(latitude=31.2, longitude=121.4))
+    req = routing_pb2.RouteOrderRequest(request_id=uuid.uuid4().hex, order=good)
+    if case == "missing order":
+        req.ClearField("order")
+    elif case == "no lines":
+        del req.order.lines[:]
+    elif case == "negative qty":
+        req.order.lines[0].qty = -1
+    elif case == "huge qty":
+        req.order.lines[0].qty = 2**62
+    elif case == "nan destination":
+        req.order.destination.latitude = float("nan")
+    elif case == "unknown sku":
+        req.order.lines[0].sku = "NOPE"
+    elif case == "unknown pickup":
+        req.order.ClearField("destination")
+        req.order.pickup_location = "NOWHERE"
+    elif case == "unknown policy":
+        req.policy = "no-such-policy"
+    elif case == "negative ttl":
+        req.ttl_seconds = -5
+    before = _snapshot(client, net, sku)
+    with pytest.raises(grpc.RpcError) as caught:
+        routing.RouteOrder(req)
+    got_code, info, violations = _status(caught.value)
+    assert (got_code, info.reason, info.metadata.get("field")) == (code, reason, field)
+    assert bool(violations) == (code is grpc.StatusCode.INVALID_ARGUMENT)
+    assert _snapshot(client, net, sku) == before
+
+
+def test_oversized_batch_and_bad_pages_and_unknown_ids(stubs, client, net):
+    routing, inventory, _ = stubs
+    order = types_pb2.Order(id="x", lines=[types_pb2.OrderLine(sku=net.skus[0], qty=1)],
+                            destination=types_pb2.LatLng(latitude=31.2, longitude=121.4))
+    batch = routing_pb2.RouteOrdersRequest(requests=[routing_pb2.RouteOrderRequest(order=order)] * 10_001)
+    before = _snapshot(client, net, net.skus[0])
+    with pytest.raises(grpc.RpcError) as caught:
+        routing.RouteOrders(batch)
+    assert _status(caught.value)[0] is grpc.StatusCode.INVALID_ARGUMENT
+    assert _status(caught.value)[1].metadata["field"] == "requests"
+    for request, field in ((routing_pb2.ListReservationsRequest(page_size=5000), "page_size"),
+                           (routing_pb2.ListReservationsRequest(page_token="%%%"), "page_token")):
+        with pytest.raises(grpc.RpcError) as caught:
+            routing.ListReservations(request)
+        assert _status(caught.value)[1].metadata["field"] == field
+    assert _snapshot(client, net, net.skus[0]) == before
+    with pytest.raises(errors.UnknownReservation):
+        client.confirm("R-NOPE")
+    with pytest.raises(errors.UnknownLocation):
+        client.stock("NOWHERE", net.skus[0])
+    with pytest.raises(errors.InvalidCoordinates):
+        client.available_near(net.skus[0], (float("nan"), 120.0))
+    with pytest.raises(grpc.RpcError) as caught:          # kind UNSPECIFIED
+        inventory.ApplyStockEvents(inventory_pb2.ApplyStockEventsRequest(events=[inventory_pb2.StockEvent(
+            location=net.ids[0], sku=net.skus[0], kind=0, qty=1)]))
+    assert _status(caught.value)[1].metadata["field"] == "events[0].kind"
+    with pytest.raises(errors.UnknownLocation):   # one bad event: the whole batch is refused
+        client.apply_stock_events([{"location": net.ids[0], "sku": net.skus[0], "event": "receive", "qty": 1},
+                                   {"location": "NOWHERE", "sku": net.skus[0], "event": "receive", "qty": 1}])
+    with pytest.raises(errors.InvalidArgument):
+        client.upsert_locations([pyomni.Location("NAN-1", pyomni.LocationKind.STORE, float("nan"), 1.0)])
+    assert _snapshot(client, net, net.skus[0]) == before
+
+
+def test_a_closed_port_is_unavailable():
+    with pyomni.Client("127.0.0.1:1", timeout=2) as c, pytest.raises(errors.Unavailable):
+        c.echo()
+
+
+# -- concurrency: no oversell ------------------------------------------------------------------
+def test_many_clients_racing_for_the_last_units_never_oversell(server, client, net):
+    sku = _fresh_sku(client, net)
+    stocked = net.ids[10:13]
+    client.apply_stock_events([{"location": loc, "sku": sku, "event": "set", "qty": 3} for loc in stocked])
+    dest = (float(net.lat[10]), float(net.lon[10]))
+    start = threading.Barrier(8)
+
+    def race(worker: int) -> list[pyomni.Allocation]:
+        with pyomni.Client(server.address, timeout=10) as c:
+            start.wait()
+            return [c.route_order(pyomni.Order(f"race-{sku}-{worker}-{i}", [(sku, 1)], destination=dest))
+                    for i in range(6)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [a for batch in pool.map(race, range(8)) for a in batch]
+    won = [a for a in results if a.status is pyomni.AllocationStatus.ALLOCATED]
+    assert len(won) == 9 and len(results) - len(won) == 39
+    assert all(a.status is pyomni.AllocationStatus.UNFULFILLABLE for a in results if a not in won)
+    assert sum(client.stock(loc, sku).reserved for loc in stocked) == 9
+    held = {r.id for r in client.reservations(pyomni.ReservationState.HELD)}
+    assert {a.reservation_id for a in won} <= held
+    assert client.available(sku) == 0
+
+
+# -- graceful shutdown keeps every acknowledged reservation --------------------------------
+def test_graceful_shutdown_loses_no_acknowledged_reservation(tmp_path):
+    acknowledged: list[pyomni.Allocation] = []
+    server = ServerProcess(tmp_path, NETWORK).start()
+    net = pyomni.demo_network(stores=60, warehouses=2, skus=400, seed=5)
+    stop = threading.Event()
+
+    def hammer(worker: int) -> None:
+        with pyomni.Client(server.address, timeout=5) as c:
+            for order in pyomni.demo_orders(net, 2000, seed=worker):
+                if stop.is_set():
+                    return
+                try:
+                    a = c.route_order(pyomni.Order(f"{worker}-{order.id}", order.lines, destination=order.destination))
+                except errors.Unavailable:      # refused once the server stops taking calls
+                    return
+                if a.reservation_id:
+                    acknowledged.append(a)
+
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    while len(acknowledged) < 50:
+        threading.Event().wait(0.01)
+    assert server.stop() == 0             # SIGTERM while the clients are still calling
+    stop.set()
+    for t in threads:
+        t.join()
+    assert "stopped" in server.messages()
+    with ServerProcess(tmp_path, NETWORK) as again, pyomni.Client(again.address) as c:
+        assert "restored snapshot" in again.messages()
+        for a in acknowledged:
+            r = c.reservation(a.reservation_id)
+            assert r.order_id == a.order_id and r.state is pyomni.ReservationState.HELD
+            assert r.shipments == a.shipments
