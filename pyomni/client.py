@@ -90,6 +90,7 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.PyomniError]] = {
     grpc.StatusCode.NOT_FOUND: errors.NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
     grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.CANCELLED: errors.Unavailable,      # a server shutting down cancels calls it will not run
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.OutOfMemory,
     grpc.StatusCode.INTERNAL: errors.InvariantViolation,
@@ -196,17 +197,27 @@ class Client:
         response = self._call(self._routing.RouteOrders, req, timeout)
         return [_result(r) for r in response.results]
 
-    def route_stream(self, orders: Iterable[Order], *, policy: str | None = None,
+    def route_stream(self, orders: Iterable[Order], *, policy: str | None = None, batch_size: int = 200,
                      timeout: float | None = None) -> Iterator[Allocation | errors.PyomniError]:
-        """Route a stream of orders over one bidirectional call; answers come back in order, as they are made."""
+        """Route a stream of orders over one bidirectional call, ``batch_size`` orders per message.
+
+        Answers come back in order, a batch at a time, while later batches are still being sent.
+        """
+        if not 1 <= batch_size <= 10_000:
+            raise errors.InvalidArgument("batch_size must be in 1..10000", field="batch_size")
+
         def requests() -> Iterator[Any]:
+            msg = routing_pb2.RouteOrdersRequest()
             for order in orders:
-                req = routing_pb2.RouteOrderRequest(request_id=uuid.uuid4().hex, policy=policy or "")
-                order_to_pb(order, req.order)
-                yield req
+                order_to_pb(order, msg.requests.add(request_id=uuid.uuid4().hex, policy=policy or "").order)
+                if len(msg.requests) == batch_size:
+                    yield msg
+                    msg = routing_pb2.RouteOrdersRequest()
+            if len(msg.requests):
+                yield msg
         try:
-            for r in self._routing.RouteOrderStream(requests(), timeout=timeout):
-                yield _result(r)
+            for response in self._routing.RouteOrderStream(requests(), timeout=timeout):
+                yield from (_result(r) for r in response.results)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -312,9 +323,10 @@ class Client:
             req.lines.add(sku=sku, qty=qty)
         return [pickup_from_pb(x) for x in self._call(self._inventory.FindPickupLocations, req, timeout).results]
 
-    def echo(self, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
-        """An empty round trip (the transport's floor)."""
-        return bytes(self._call(self._diagnostics.Echo, diagnostics_pb2.EchoRequest(payload=payload), timeout).payload)
+    def echo(self, payload: bytes = b"", *, response_bytes: int = 0, timeout: float | None = None) -> bytes:
+        """An empty round trip (the transport's floor): ``payload`` back, or ``response_bytes`` zero bytes."""
+        req = diagnostics_pb2.EchoRequest(payload=payload, response_bytes=response_bytes)
+        return bytes(self._call(self._diagnostics.Echo, req, timeout).payload)
 
 
 def _result(r: Any) -> Allocation | errors.PyomniError:

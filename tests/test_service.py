@@ -22,6 +22,8 @@ from pyomni import errors
 from pyomni.v1 import inventory_pb2, inventory_pb2_grpc, routing_pb2, routing_pb2_grpc, types_pb2
 from pyomni.wire import ERROR_DOMAIN, error_class
 
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
 NETWORK = ["--stores", "60", "--warehouses", "2", "--skus", "400", "--seed", "5"]
 
 
@@ -109,6 +111,9 @@ def test_health_and_reflection(server):
 
 def test_echo(client):
     assert client.echo(b"x" * 300) == b"x" * 300
+    assert client.echo(b"x" * 10, response_bytes=700) == bytes(700)
+    with pytest.raises(errors.InvalidArgument):
+        client.echo(response_bytes=-1)
 
 
 def test_stock_events_batch_arrow_and_stream(client, net):
@@ -162,8 +167,8 @@ def test_batch_and_stream_route_each_order_and_report_errors_per_order(client, n
     got = client.route_orders(orders)
     assert [type(x).__name__ for x in got] == ["Allocation"] * 2 + ["UnknownSku"] + ["Allocation"] * 3
     assert got[2].field == "lines[0].sku"
-    streamed = list(client.route_stream(pyomni.Order(f"s-{i}-{uuid.uuid4().hex[:6]}", [(sku, 1)], destination=dest)
-                                        for i in range(20)))
+    streamed = list(client.route_stream((pyomni.Order(f"s-{i}-{uuid.uuid4().hex[:6]}", [(sku, 1)], destination=dest)
+                                         for i in range(20)), batch_size=7))
     assert all(isinstance(x, pyomni.Allocation) and x.reservation_id for x in streamed)
     assert client.stock(net.ids[5], sku).reserved == 25
 
