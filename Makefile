@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup build test demo bench lint clean
+.PHONY: setup build test serve demo bench lint clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: build
 
 test: lint
 	$(BIN)/python -m pytest tests --doctest-modules pyomni grpc_server
+
+# the main job: the gRPC server on 127.0.0.1:50051, state in ./data (a demo network of real cities at first start)
+serve: build
+	$(BIN)/pyomni serve
 
 demo: build
 	$(BIN)/pyomni demo
