@@ -405,3 +405,30 @@ def test_the_readme_commands_work_against_the_default_server(tmp_path, capsys):
             channel.close()
     printed = capsys.readouterr().out
     assert '"state": "CONFIRMED"' in printed and '"status": "ALLOCATED"' in printed
+
+
+def test_metrics_count_calls_by_method_and_code_and_expose_engine_gauges():
+    from prometheus_client import generate_latest
+
+    from grpc_server import create_server
+    from grpc_server.metrics import Metrics
+
+    eng = pyomni.Engine(pyomni.demo_network(stores=8, warehouses=1, skus=5, seed=1))
+    eng.set_stock(eng.network.ids[0], "SKU-000001", 4)
+    metrics = Metrics(eng)
+    server, port = create_server("127.0.0.1:0", eng, metrics=metrics)
+    server.start()
+    try:
+        with pyomni.Client(f"127.0.0.1:{port}") as c:
+            c.echo(b"1")
+            c.route_order(pyomni.Order("m-1", [("SKU-000001", 1)], destination=(31.2, 121.4)))
+            with pytest.raises(errors.UnknownSku):
+                c.stock(eng.network.ids[0], "NOPE")
+        text = generate_latest(metrics.registry).decode()
+    finally:
+        server.stop(None)
+    assert 'pyomni_rpc_requests_total{code="OK",method="Echo"} 1.0' in text
+    assert 'pyomni_rpc_requests_total{code="NOT_FOUND",method="GetStock"} 1.0' in text
+    assert 'pyomni_rpc_latency_seconds_count{method="RouteOrder"} 1.0' in text
+    assert 'pyomni_reservations{state="held"} 1.0' in text
+    assert "pyomni_available_units 3.0" in text and "pyomni_stock_cells 1.0" in text
