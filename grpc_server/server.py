@@ -1,17 +1,18 @@
 """Build and run the pyomni gRPC server.
 
-Server model, chosen by measurement (``benchmarks/test_bench_service.py`` and
-the comparison recorded in README "Performance"): **grpcio's synchronous
-server on a thread pool, one process.** On this 2-core machine an empty unary
-RPC took p50 420-440 µs / p99 2.2-2.4 ms on the sync server against 540-570 µs
-/ 3.1-4.8 ms on ``grpc.aio`` with the same handler, at the same throughput
-(≈3,000 calls/s from 4 client threads either way): the per-call cost is
-grpcio's C-core and Python glue, not the handler, and the sync server's glue is
-cheaper. A routing decision is ~10-40 µs under one engine lock that the native
-core releases the GIL inside, so more threads do not add decisions per second,
-and several processes would each need the whole ledger -- one shared ledger
-is the point of the engine. Throughput therefore comes from doing more work
-per RPC: ``RouteOrders`` (a batch per call) and ``RouteOrderStream`` (no
+Server model, chosen by measurement (``benchmarks/test_bench_service.py::
+test_server_model_sync_thread_pool_vs_grpc_aio`` runs the same Echo handler on
+both, interleaved): **grpcio's synchronous server on a thread pool, one
+process.** On this 2-core machine the sync server answered an empty unary RPC
+in p50 420-445 µs / p99 2.2-3.9 ms against ``grpc.aio``'s 540-600 µs /
+3.1-5.4 ms (aio/sync 1.34x at p50, 1.39x at p99 in the recorded run), at the
+same throughput (≈3,000 calls/s from 4 client threads either way): the per-call
+cost is grpcio's C-core and Python glue, not the handler, and the sync server's
+glue is cheaper. A routing decision is ~10-40 µs under one engine lock that the
+native core releases the GIL inside, so more threads do not add decisions per
+second, and several processes would each need the whole ledger -- one shared
+ledger is the point of the engine. Throughput therefore comes from doing more
+work per RPC: ``RouteOrders`` (a batch per call) and ``RouteOrderStream`` (no
 per-call setup), which the same benchmark measures against the empty RPC.
 
 :func:`create_server` wires an engine into a server (thin servicers, health,
