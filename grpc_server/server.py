@@ -194,6 +194,25 @@ def _open_engine(config: ServerConfig) -> Engine:
     return engine
 
 
+def _lock_data_dir(data: Path) -> Any:
+    """One server per data directory: two would overwrite each other's snapshots."""
+    import fcntl
+
+    data.mkdir(parents=True, exist_ok=True)
+    handle = open(data / ".lock", "a+")  # noqa: SIM115 -- kept open: the lock lives as long as the process
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        raise errors.FailedPrecondition(f"data directory {str(data.resolve())!r} is in use by another pyomni "
+                                        f"serve (pid {handle.read().strip() or '?'})", field="data_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | None = None) -> int:
     """Run the server until SIGTERM or SIGINT (``pyomni serve``); returns the exit status.
 
@@ -202,6 +221,7 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
     ``data_dir`` -- every reservation acknowledged to a caller is in that snapshot.
     """
     _configure_logging()
+    lock = _lock_data_dir(Path(config.data_dir))    # held until the process exits
     engine = _open_engine(config)
     metrics = Metrics(engine)
     health_servicer = health.HealthServicer()
@@ -213,7 +233,11 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
         from prometheus_client import start_http_server
 
         host = config.address.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
-        metrics_server, _ = start_http_server(config.metrics_port, addr=host, registry=metrics.registry)
+        try:
+            metrics_server, _ = start_http_server(config.metrics_port, addr=host, registry=metrics.registry)
+        except OSError as exc:
+            raise errors.Unavailable(f"cannot serve metrics on {host}:{config.metrics_port}: {exc} "
+                                     "(choose another --metrics-port, or 0 for none)", field="metrics_port") from None
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -240,4 +264,5 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
     if metrics_server is not None:
         metrics_server.shutdown()
     log.info("stopped", extra={"snapshot": str(path), "reservations": engine.stats()["reservations"]})
+    lock.close()
     return 0

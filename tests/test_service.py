@@ -432,3 +432,13 @@ def test_metrics_count_calls_by_method_and_code_and_expose_engine_gauges():
     assert 'pyomni_rpc_latency_seconds_count{method="RouteOrder"} 1.0' in text
     assert 'pyomni_reservations{state="held"} 1.0' in text
     assert "pyomni_available_units 3.0" in text and "pyomni_stock_cells 1.0" in text
+
+
+def test_a_second_server_on_the_same_data_directory_is_refused(server):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pyomni.cli", "serve", "--address", "127.0.0.1:0", "--metrics-port",
+                           "0", "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert '"error": "FAILED_PRECONDITION"' in done.stderr and '"field": "data_dir"' in done.stderr
