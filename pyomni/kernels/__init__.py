@@ -13,6 +13,10 @@ and has a naive pure-Python reference in the tests it is checked against.
   can fill that line (split candidates), under the routing cost model of
   :mod:`pyomni.policy`, found by a nearest-first walk over each SKU's holders
   in a latitude/longitude grid that stops as soon as nothing farther can be cheaper.
+* :mod:`pyomni.kernels.transport` -- for single-unit backlogs (transportation
+  problems): drop arcs no optimal plan needs, a whole-backlog greedy plan,
+  the dual prices (node potentials) of a min-cost flow, and the Lagrangian
+  bound those prices give.
 
 Examples
 --------

@@ -216,8 +216,10 @@ def build_stock_index(loc: np.ndarray, sku: np.ndarray, available: np.ndarray, n
     available = np.asarray(available, dtype=np.int64)
     keep = available > 0
     loc, sku, available = loc[keep], sku[keep], available[keep]
-    order = np.lexsort((sku, loc))
-    loc, sku, available = loc[order], sku[order], available[order]
+    key = loc * max(1, n_skus) + sku
+    if key.size > 1 and not np.all(key[1:] >= key[:-1]):  # snapshots usually come sorted: skip the sort
+        order = np.argsort(key, kind="stable")
+        loc, sku, available = loc[order], sku[order], available[order]
     loc_ptr = np.zeros(n_locations + 1, dtype=np.int64)
     np.cumsum(np.bincount(loc, minlength=n_locations), out=loc_ptr[1:])
     by_sku = np.argsort(sku, kind="stable").astype(np.int64)
@@ -381,7 +383,18 @@ def _consider(p: int, whole: bool, anchor_qty: int, o_xyz: np.ndarray, max_km: f
         if cost == np.inf:
             return count
     else:
-        km = _chord_km(loc_xyz[loc], o_xyz)
+        # the straight chord is never longer than the arc: price it first and skip the asin of every holder
+        # that cannot enter the top K even at chord length (most of them, once the list is full)
+        q = loc_xyz[loc]
+        dx = q[0] - o_xyz[0]
+        dy = q[1] - o_xyz[1]
+        dz = q[2] - o_xyz[2]
+        chord = math.sqrt(dx * dx + dy * dy + dz * dz)
+        low = base[loc] + low_w * (anchor_qty / a)
+        k = costs.shape[0]
+        if chord * EARTH_RADIUS_KM > max_km or (count == k and low + km_cost * chord * EARTH_RADIUS_KM > costs[k - 1]):
+            return count
+        km = 2.0 * EARTH_RADIUS_KM * math.asin(min(chord * 0.5, 1.0))
         if km > max_km:
             return count
         cost = base[loc] + km_cost * km + low_w * (anchor_qty / a)

@@ -17,7 +17,11 @@ them; the model is::
 When every order is one line of one unit, a pair is an arc, ``z = x``, and
 the model is a transportation problem: min-cost flow solves it exactly in
 polynomial time (orders -> stock cells -> locations -> sink, plus an
-"unfilled" arc per order), so OPTIMAL and bound = objective.
+"unfilled" arc per order), so OPTIMAL and bound = objective. Arcs no
+optimal plan needs are dropped first, and only stock cells and locations
+that can still bind get a node (:mod:`pyomni.kernels.transport`); a piece
+of a decomposed backlog also returns the flow's dual prices (node
+potentials), from which the caller bounds the whole backlog.
 
 Otherwise a MIP: SCIP through OR-Tools' ``pywraplp`` (CP-SAT stays
 available as ``solver="cp_sat"``). Why SCIP and not CP-SAT, measured on a
@@ -83,6 +87,8 @@ class Piece:
     loc_id: np.ndarray
     loc_capacity: np.ndarray
     split_cost: int
+    #: also return the dual prices of stock and capacity (transportation pieces; for a bound of the whole backlog)
+    want_prices: bool = False
 
     @property
     def n_orders(self) -> int:
@@ -113,6 +119,9 @@ class PieceSolution:
     solver: str
     wall_time_s: float
     detail: dict[str, Any]
+    #: int64 dual price per unit of each ``piece.cell_id`` / ``piece.loc_id`` (when ``want_prices``), else None
+    cell_price: np.ndarray | None = None
+    loc_price: np.ndarray | None = None
 
 
 def solve_piece(piece: Piece, *, time_limit_s: float, workers: int = 1, solver: str = "auto") -> PieceSolution:
@@ -156,56 +165,88 @@ def solve_piece(piece: Piece, *, time_limit_s: float, workers: int = 1, solver: 
 
 
 def _solve_min_cost_flow(piece: Piece) -> PieceSolution:
-    from ortools.graph.python import min_cost_flow
+    """Exact transportation solve: drop dominated arcs, then OR-Tools' min-cost flow on what is left.
+
+    The dominance test (:func:`~pyomni.kernels.transport.prune_dominated_arcs`)
+    removes only arcs some optimal plan can do without, so the answer is
+    OPTIMAL for the piece. Measured on 300k orders x 5,000 locations: 2.4M
+    arcs -> 1.6M, and binding cells 121k -> 83k; the solve 13.4 s -> 9.3 s.
+    """
+    from ..kernels.transport import flow_potentials, prune_dominated_arcs
 
     n = piece.n_orders
     n_arcs = piece.arc_pair.shape[0]
-    # only resources that can bind get a node: a cell with at least as many units as arcs into it,
-    # or a location with capacity for every pair, constrains nothing (most of a national backlog)
+    arc_cost = piece.pair_cost[piece.arc_pair] + piece.arc_low
+    arc_order = piece.pair_order[piece.arc_pair]
     cell_pos = np.searchsorted(piece.cell_id, piece.arc_cell)
-    cell_binds = piece.cell_stock < np.bincount(cell_pos, minlength=piece.cell_id.shape[0])
-    loc_pos = np.searchsorted(piece.loc_id, piece.pair_loc)
+    loc_pos = np.searchsorted(piece.loc_id, piece.pair_loc)[piece.arc_pair]
+    # arcs grouped by order, cheapest first: the order the dominance test walks them in
+    by_order = np.lexsort((arc_cost, arc_order))
+    order_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(arc_order, minlength=n), out=order_ptr[1:])
+    keep = prune_dominated_arcs(order_ptr, arc_cost[by_order], cell_pos[by_order], loc_pos[by_order],
+                                piece.order_penalty, piece.cell_stock, piece.loc_capacity)
+    kept = by_order[keep]
+    np.cumsum(np.bincount(arc_order[kept], minlength=n), out=order_ptr[1:])
+    # only resources that can still bind get a node: a cell with at least as many units as arcs into it,
+    # or a location with capacity for every arc, constrains nothing (most of a national backlog)
+    cell_binds = piece.cell_stock < np.bincount(cell_pos[kept], minlength=piece.cell_id.shape[0])
     loc_binds = (piece.loc_capacity >= 0) & (
-        piece.loc_capacity < np.bincount(loc_pos, minlength=piece.loc_id.shape[0]))
-    cell_node = np.full(piece.cell_id.shape[0], -1, dtype=np.int64)
-    cell_node[cell_binds] = n + np.arange(int(cell_binds.sum()))
-    loc_node = np.full(piece.loc_id.shape[0], -1, dtype=np.int64)
-    first_loc = n + int(cell_binds.sum())
-    loc_node[loc_binds] = first_loc + np.arange(int(loc_binds.sum()))
-    sink = first_loc + int(loc_binds.sum())
-    loc_node[~loc_binds] = sink
-    arc_loc = loc_pos[piece.arc_pair]
-    head = np.where(cell_binds[cell_pos], cell_node[cell_pos], loc_node[arc_loc])
-    cells = np.flatnonzero(cell_binds)
-    cell_loc = np.searchsorted(piece.loc_id, _cell_locations(piece))[cells]
-    locs = np.flatnonzero(loc_binds)
-    orders = np.arange(n, dtype=np.int64)
-    tails = np.concatenate([piece.pair_order[piece.arc_pair], cell_node[cells], loc_node[locs], orders])
-    heads = np.concatenate([head, loc_node[cell_loc], np.full(locs.size, sink), np.full(n, sink)])
-    caps = np.concatenate([np.ones(n_arcs, np.int64), piece.cell_stock[cells], piece.loc_capacity[locs],
+        piece.loc_capacity < np.bincount(loc_pos[kept], minlength=piece.loc_id.shape[0]))
+    n_cells, n_locs = int(cell_binds.sum()), int(loc_binds.sum())
+    sink = n + n_cells + n_locs
+    cell_node = np.full(piece.cell_id.shape[0], sink, dtype=np.int64)
+    cell_node[cell_binds] = n + np.arange(n_cells)
+    loc_node = np.full(piece.loc_id.shape[0], sink, dtype=np.int64)
+    loc_node[loc_binds] = n + n_cells + np.arange(n_locs)
+    cell_loc = np.zeros(piece.cell_id.shape[0], dtype=np.int64)
+    cell_loc[cell_pos] = loc_pos  # every arc into a cell comes from its location's pair
+    arc_head = np.where(cell_binds[cell_pos[kept]], cell_node[cell_pos[kept]], loc_node[loc_pos[kept]])
+    cells, locs = np.flatnonzero(cell_binds), np.flatnonzero(loc_binds)
+    cell_head = loc_node[cell_loc[cells]]
+    costs = arc_cost[kept]
+    detail: dict[str, Any] = {"nodes": int(sink + 1), "arcs": int(kept.size + n_cells + n_locs + n),
+                              "order_arcs": int(kept.size), "order_arcs_before_pruning": int(n_arcs),
+                              "binding_cells": int(n_cells), "binding_locations": int(n_locs)}
+    tails = np.concatenate([arc_order[kept], n + np.arange(n_cells), n + n_cells + np.arange(n_locs), np.arange(n)])
+    heads = np.concatenate([arc_head, cell_head, np.full(n_locs, sink), np.full(n, sink)])
+    caps = np.concatenate([np.ones(kept.size, np.int64), piece.cell_stock[cells], piece.loc_capacity[locs],
                            np.ones(n, np.int64)])
-    costs = np.concatenate([piece.pair_cost[piece.arc_pair] + piece.arc_low, np.zeros(cells.size + locs.size, np.int64),
-                            piece.order_penalty])
-    flow = min_cost_flow.SimpleMinCostFlow()
-    flow.add_arcs_with_capacity_and_unit_cost(tails.astype(np.int32), heads.astype(np.int32), caps, costs)
-    flow.set_nodes_supplies(np.append(orders, sink).astype(np.int32), np.append(np.ones(n, np.int64), -n))
-    status = flow.solve()
-    if status != flow.OPTIMAL:  # cannot happen with an unfilled arc per order; report it honestly if it does
+    unit = np.concatenate([costs, np.zeros(n_cells + n_locs, np.int64), piece.order_penalty])
+    used, status = _or_tools_flow(tails, heads, caps, unit, n, sink)
+    if used is None:  # cannot happen with an unfilled arc per order; report it honestly if it does
         return PieceSolution(np.zeros(n_arcs, bool), np.ones(n, bool), SolveStatus.UNKNOWN, 0, 0,
-                             "min_cost_flow", 0.0, {"flow_status": int(status)})
-    used = flow.flows(np.arange(len(tails), dtype=np.int32))
-    chosen = used[:n_arcs] > 0
+                             "min_cost_flow", 0.0, {**detail, "flow_status": status})
+    chosen = np.zeros(n_arcs, dtype=bool)
+    chosen[kept[used[:kept.size] > 0]] = True
     unfilled = used[len(tails) - n:] > 0
-    objective = int(flow.optimal_cost())
-    return PieceSolution(chosen, unfilled, SolveStatus.OPTIMAL, objective, objective, "min_cost_flow", 0.0,
-                         {"nodes": int(sink + 1), "arcs": int(len(tails)), "binding_cells": int(cells.size),
-                          "binding_locations": int(locs.size)})
+    objective = int(arc_cost[chosen].sum() + piece.order_penalty[unfilled].sum())
+    solution = PieceSolution(chosen, unfilled, SolveStatus.OPTIMAL, objective, objective, "min_cost_flow", 0.0,
+                             detail)
+    if piece.want_prices:
+        # dual prices: what one more unit of a cell, or one more parcel of a location, would save this piece
+        pi, settled = flow_potentials(sink + 1, tails, heads, caps, unit, used, 64)
+        detail["prices"] = "dual (flow potentials)" if settled else "unavailable (potentials did not settle)"
+        if settled:
+            solution.cell_price = np.zeros(piece.cell_id.shape[0], dtype=np.int64)
+            solution.cell_price[cells] = np.maximum(pi[cell_head] - pi[n + np.arange(n_cells)], 0)
+            solution.loc_price = np.zeros(piece.loc_id.shape[0], dtype=np.int64)
+            solution.loc_price[locs] = np.maximum(pi[sink] - pi[n + n_cells + np.arange(n_locs)], 0)
+    return solution
 
 
-def _cell_locations(piece: Piece) -> np.ndarray:
-    # every arc's cell belongs to its pair's location: read it off the first arc of each cell
-    first = np.unique(piece.arc_cell, return_index=True)[1]
-    return piece.pair_loc[piece.arc_pair[first]]
+def _or_tools_flow(tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, unit: np.ndarray, n: int,
+                   sink: int) -> tuple[np.ndarray | None, int]:
+    """Flow per arc of a min-cost flow (every order supplies one unit, the sink takes them), by OR-Tools."""
+    from ortools.graph.python import min_cost_flow
+
+    flow = min_cost_flow.SimpleMinCostFlow()
+    flow.add_arcs_with_capacity_and_unit_cost(tails.astype(np.int32), heads.astype(np.int32), caps, unit)
+    flow.set_nodes_supplies(np.append(np.arange(n), sink).astype(np.int32), np.append(np.ones(n, np.int64), -n))
+    status = flow.solve()
+    if status != flow.OPTIMAL:
+        return None, int(status)
+    return flow.flows(np.arange(len(tails), dtype=np.int32)), int(status)
 
 
 def _solve_cp_sat(piece: Piece, time_limit_s: float, workers: int) -> PieceSolution:
