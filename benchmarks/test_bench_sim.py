@@ -12,7 +12,9 @@ Group
     no order filled twice, one terminal state per order); the benchmark also
     checks the fill rate. ``extra_info`` carries the headline metrics and,
     for the batch policies, their cost per order and hours to clear as a
-    ratio to greedy's from the same session.
+    ratio to greedy's from the same session, the share of rounds that
+    applied the optimiser's plan and the rounds' plan cost against greedy
+    routing's plan of the same backlogs (the optimiser's cost basis).
 
 Run::
 
@@ -48,7 +50,8 @@ def test_double11_policy(benchmark, double11_world, policy):
     assert m["orders"] == double11_world.scenario.orders
     assert m["fill_rate"] >= MIN_FILL_RATE
     keys = ("fill_rate", "split_rate", "mean_km", "p95_km", "total_cost", "cost_per_order", "hours_to_clear",
-            "stockout_orders", "store_load_gini", "solves", "solver_time_s", "max_gap")
+            "stockout_orders", "store_load_gini", "solves", "solver_time_s", "max_gap", "optimiser_plan_share",
+            "plan_cost_vs_greedy")
     benchmark.extra_info.update({k: m[k] for k in keys})
     if policy == "greedy":
         _greedy.update(cost_per_order=m["cost_per_order"], hours_to_clear=m["hours_to_clear"] or float("nan"))

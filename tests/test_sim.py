@@ -211,12 +211,72 @@ def test_batch_policies_keep_the_invariants(policy):
         if solve["status"] == "OPTIMAL":
             assert solve["gap"] == pytest.approx(0.0, abs=1e-6)
         assert solve["placed"] + solve["stock_outs"] <= solve["backlog"]
+        # a round applies the cheaper of the optimiser's plan and the router's plan, priced on one basis
+        assert solve["plan"] in {"optimiser", "optimiser+router", "greedy"}
+        assert solve["applied_objective"] <= solve["greedy_objective"] + 1e-6
+        if solve["plan"] == "optimiser":
+            assert solve["applied_objective"] == pytest.approx(solve["objective"])
+        if solve["plan"] != "greedy":
+            assert solve["rejected_by_engine"] == 0  # the engine accepts every order of a plan within its capacity
+            assert (solve["router_placed"] > 0) == (solve["plan"] == "optimiser+router")
     m = r.metrics
+    assert m["plan_cost_vs_greedy"] <= 1e-9
+    assert 0.0 <= m["optimiser_plan_share"] <= 1.0
     assert 0.0 <= m["fill_rate"] <= 1.0
     # orders wait for a round: none is decided before the first one
     decided = r.orders.column("decided_h").to_numpy(zero_copy_only=False)
     first_round = min(x["hour"] for x in r.solves)
     assert np.nanmin(decided) >= first_round - 1e-9
+
+
+def test_a_round_without_a_plan_from_the_solvers_applies_the_routers_plan(monkeypatch):
+    pytest.importorskip("pyomni.optimize")
+    import pyomni.optimize as optimize
+    from pyomni.optimize.result import SolveStatus
+
+    real = optimize.optimize_backlog
+
+    def timed_out(*args, **kwargs):
+        # what a round gets when no piece finished within its time limit: no plan, every order unfilled
+        result = real(*args, **kwargs)
+        return dataclasses.replace(result, status=SolveStatus.UNKNOWN, objective=math.nan,
+                                   assignments=result.assignments.slice(0, 0))
+
+    monkeypatch.setattr(optimize, "optimize_backlog", timed_out)
+    s = preset("small", stores=12, warehouses=2, skus=80, orders=150, hours=30, time_limit_s=1.0)
+    r = simulate(s, "batch", solver_workers=1)
+    assert r.solves and all(x["plan"] == "greedy" and x["status"] == "UNKNOWN" for x in r.solves)
+    assert r.metrics["optimiser_plan_share"] == 0.0
+    # the first round places what greedy routing of its backlog places, instead of stranding it to the next round
+    first = r.solves[0]
+    assert first["placed"] > 0 and first["placed"] + first["stock_outs"] >= first["backlog"] - first[
+        "greedy_unfilled_lines"]
+
+
+def test_the_business_day_turns_at_the_cut_off():
+    # one shipping store, far more orders than its daily capacity: the orders it cannot take wait, and the
+    # capacity they wait for comes back at the carrier cut-off (orders after it are picked the next day)
+    s = preset("small", stores=6, warehouses=0, skus=20, ship_from_store=1, capacity=20, orders=120, density=1.0,
+               stock_multiplier=50.0, max_lines=1, cancel_rate=0.0, hours=48, demand_hours=12, replenish_share=0.0)
+    orders = simulate(s, "greedy").orders.to_pandas()
+    waited = orders[orders.decided_h > orders.arrival_h + 1e-9]
+    assert len(waited) > 0
+    assert waited.decided_h.min() == pytest.approx(s.cutoff_hour)
+    decided_day = np.floor((orders.decided_h.dropna() - s.cutoff_hour) / 24)
+    assert decided_day.value_counts().max() <= s.capacity  # no business day books more than the capacity
+
+
+def test_store_utilisation_is_the_busiest_day_against_capacity(tiny):
+    r = simulate(tiny.replace(capacity=10), "greedy")
+    picked = r.shipments.to_pandas()
+    picked = picked[picked.picked_h.notna()]
+    busiest = picked.groupby(["location", picked.picked_h // 24]).size().groupby(level=0).max()
+    load = r.store_load.to_pandas().set_index("location")
+    shipping = load[load.ships & (load.kind == "store")]
+    expected = busiest.reindex(shipping.index).fillna(0) / shipping.daily_capacity
+    assert np.allclose(shipping.utilisation, expected)
+    assert (shipping.utilisation <= 1.0 + 1.0 / shipping.daily_capacity).all()  # picking never outruns capacity
+    assert shipping.utilisation.max() > 0.5
 
 
 # -- bad input -----------------------------------------------------------------------------
@@ -230,6 +290,7 @@ def test_batch_policies_keep_the_invariants(policy):
     (lambda: preset("small", store_hours=(22, 8)), "store_hours"),
     (lambda: preset("small", no_such_field=1), "no_such_field"),
     (lambda: preset("small", demand_hours=60), "demand_hours"),
+    (lambda: preset("small", piece_orders=0), "piece_orders"),
     (lambda: parse_policies("greedy,teleport"), "policies"),
     (lambda: simulate(preset("small", orders=10), "teleport"), "policies"),
 ])

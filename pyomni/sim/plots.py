@@ -110,7 +110,7 @@ def store_load_figure(results: Sequence[SimulationResult]) -> Figure:
         hist_ax.hist(util, bins=np.linspace(0, max(1.05, float(util.max()) + 0.05), 30), histtype="step",
                      linewidth=1.8, color=colour, label=r.policy)
         curve_ax.plot(np.sort(util)[::-1], color=colour, label=r.policy)
-    hist_ax.set_xlabel("parcels per day of demand / daily capacity")
+    hist_ax.set_xlabel("parcels on the busiest day / daily capacity")
     hist_ax.set_ylabel("stores")
     hist_ax.set_title("store utilisation")
     curve_ax.set_xlabel("stores, busiest first")

@@ -10,6 +10,13 @@
 * :class:`Batch` -- the same joint optimisation, but of everything waiting, at a
   few set hours of the day.
 
+Orders an optimiser plan leaves unfilled are offered to the real-time router
+over what the plan left, and each round prices the router's plan of the whole
+backlog (:func:`pyomni.optimize.greedy_backlog`, on the optimiser's cost
+basis) and applies the cheaper, so a time-limited solve that found no plan, or
+a poor one, cannot make a round worse than greedy routing; the solve records
+say which plan each round applied (see :meth:`_Optimising.optimise`).
+
 Both batch policies keep orders all-or-nothing, as the real-time router does:
 a plan that covers only part of an order is released and the order waits for
 the next round, unless the network has no shippable stock left for one of its
@@ -24,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import errors
-from ..model import AllocationStatus
+from ..model import Allocation, AllocationStatus
 
 if TYPE_CHECKING:
     from .simulation import Run
@@ -117,33 +125,103 @@ class _Optimising:
         raise NotImplementedError
 
     def optimise(self, run: Run, now: float) -> None:
-        """Optimise every waiting order jointly and apply the plan to the engine."""
-        from ..optimize import optimize_backlog  # lazy: greedy runs without the optimiser
+        """Optimise every waiting order jointly and apply the plan to the engine.
+
+        1. The optimiser plans the backlog; its plan is held in the engine.
+        2. Orders it left unfilled -- a decomposed backlog's pieces share
+           contested stock and capacity by demand, and each order looks at
+           its K candidates only -- go to the real-time router's plan over
+           what is left (:func:`pyomni.optimize.greedy_backlog` on the engine
+           holding the plan), so they are not stranded until the next round.
+        3. The result is priced on the optimiser's cost basis (snapshot cost
+           model plus the unfilled penalty) and compared with the router's
+           plan of the whole backlog on the same basis; if that is cheaper,
+           the optimiser's holds are released and the router's plan applied.
+           A round whose solvers found no plan within their time limit
+           (status UNKNOWN) or a poor time-limited incumbent so never costs
+           more than greedy routing of the same backlog.
+
+        Each solve record says which plan was applied (``plan``) and what
+        both candidates cost: ``optimiser_plan_objective`` (the optimiser's
+        plan with the router's patch; inf without a plan) and
+        ``greedy_objective``.
+        """
+        from ..optimize import greedy_backlog, optimize_backlog  # lazy: greedy runs without the optimiser
 
         s = run.world.scenario
+        network = run.world.network
         backlog = list(run.waiting)
         started = time.perf_counter()
-        result = optimize_backlog(run.backlog_table(backlog), run.world.network, run.engine,
-                                  policy=run.routing_policy, capacity=None, candidates=s.candidates,
-                                  unfilled_penalty=s.unfilled_penalty, time_limit_s=s.time_limit_s,
-                                  workers=run.solver_workers, backend="local", progress=False)
+        table = run.backlog_table(backlog)
+        result = optimize_backlog(table, network, run.engine, policy=run.routing_policy, capacity=None,
+                                  candidates=s.candidates, unfilled_penalty=s.unfilled_penalty,
+                                  time_limit_s=s.time_limit_s, workers=run.solver_workers, backend="local",
+                                  progress=False, piece_orders=s.piece_orders)
+        baseline = greedy_backlog(table, network, run.engine, policy=run.routing_policy, capacity=None,
+                                  unfilled_penalty=s.unfilled_penalty)
         run.solve_count += 1
-        allocations = result.apply(run.engine, request_id_prefix=f"{self.name}-{run.solve_count}")
-        placed: set[int] = set()
-        for allocation in allocations:
-            i = run.order_index[allocation.order_id]
-            if allocation.status is AllocationStatus.ALLOCATED and run.covers_order(i, allocation):
-                run.accept(i, allocation, now)
-                placed.add(i)
-            elif allocation.reservation_id is not None:
-                run.engine.release(allocation.reservation_id)  # all-or-nothing, as the real-time router
+        prefix = f"{self.name}-{run.solve_count}"
+        held: list[tuple[int, Allocation]] = []
+        rejected = router_placed = 0
+        combined = math.inf
+        if result.status.has_solution:
+            held, rejected = _hold(run, result, prefix)
+            left = sorted(set(backlog) - {i for i, _ in held})
+            combined = float(result.objective)
+            if left:
+                # the optimiser priced its unfilled orders at the penalty; the router's patch replaces that price
+                unfilled = set(result.unfilled.column("order_id").to_pylist())
+                units = run.world.units_ordered
+                combined -= s.unfilled_penalty * float(sum(units[i] for i in left
+                                                           if run.world.orders[i].id in unfilled))
+                patch = greedy_backlog(run.backlog_table(left), network, run.engine, policy=run.routing_policy,
+                                       capacity=None, unfilled_penalty=s.unfilled_penalty)
+                combined += float(patch.objective)
+                if combined <= baseline.objective:
+                    patched, patch_rejected = _hold(run, patch, f"{prefix}-router")
+                    held += patched
+                    rejected += patch_rejected
+                    router_placed = len(patched)
+        if combined <= baseline.objective:
+            plan, applied = ("optimiser+router" if router_placed else "optimiser"), combined
+        else:
+            for _, allocation in held:
+                run.engine.release(allocation.reservation_id)  # type: ignore[arg-type]
+            held, rejected = _hold(run, baseline, f"{prefix}-greedy")
+            plan, applied = "greedy", float(baseline.objective)
+        for i, allocation in held:
+            run.accept(i, allocation, now)
+        placed = {i for i, _ in held}
         stock_outs = 0
         for i in backlog:
             if i not in placed and run.is_stock_out(i):
                 run.stock_out(i, now)
                 stock_outs += 1
-        run.solves.append(_solve_record(result, now, len(backlog), len(placed), stock_outs,
-                                        time.perf_counter() - started))
+        record = _solve_record(result, now, len(backlog), len(placed), stock_outs, time.perf_counter() - started)
+        record.update(plan=plan, applied_objective=applied, optimiser_plan_objective=combined,
+                      greedy_objective=float(baseline.objective),
+                      greedy_unfilled_lines=baseline.unfilled.num_rows, router_placed=router_placed,
+                      rejected_by_engine=rejected)
+        run.solves.append(record)
+
+
+def _hold(run: Run, plan: Any, request_id_prefix: str) -> tuple[list[tuple[int, Allocation]], int]:
+    """Hold ``plan`` in the engine; returns the orders it covers whole and how many it could not hold.
+
+    Orders stay all-or-nothing, as the real-time router keeps them: a hold
+    that covers only part of an order is released.
+    """
+    held: list[tuple[int, Allocation]] = []
+    rejected = 0
+    for allocation in plan.apply(run.engine, request_id_prefix=request_id_prefix):
+        i = run.order_index[allocation.order_id]
+        if allocation.status is AllocationStatus.ALLOCATED and run.covers_order(i, allocation):
+            held.append((i, allocation))
+        else:
+            rejected += 1
+            if allocation.reservation_id is not None:
+                run.engine.release(allocation.reservation_id)
+    return held, rejected
 
 
 class MicroBatch(_Optimising):
@@ -238,6 +316,7 @@ def _solve_record(result: Any, now: float, backlog: int, placed: int, stock_outs
                   wall_time_s: float) -> dict[str, Any]:
     status = getattr(result.status, "name", str(result.status))
     unfilled = result.unfilled
+    pieces = result.stats.get("piece_stats", [])
     return {
         "hour": now / _HOUR,
         "backlog": backlog,
@@ -250,4 +329,8 @@ def _solve_record(result: Any, now: float, backlog: int, placed: int, stock_outs
         "gap": float(result.gap),
         "solver_wall_time_s": float(result.wall_time_s),
         "wall_time_s": wall_time_s,
+        "pieces": len(pieces),
+        "pieces_optimal": sum(p["status"] == "OPTIMAL" for p in pieces),
+        "pieces_without_solution": sum(p["status"] not in ("OPTIMAL", "FEASIBLE") for p in pieces),
+        "bound_scope": str(result.stats.get("bound_scope", "")),
     }

@@ -59,7 +59,9 @@ SUMMARY_METRICS = (
     ("store_utilisation_p50", "store util. p50", "{:.2f}"),
     ("store_utilisation_p90", "store util. p90", "{:.2f}"),
     ("store_load_gini", "store load Gini", "{:.3f}"),
-    ("max_gap", "worst solver gap", "{:.2%}"),
+    ("optimiser_plan_share", "rounds on optimiser plan", "{:.0%}"),
+    ("plan_cost_vs_greedy", "round cost vs greedy plan", "{:+.1%}"),
+    ("max_gap", "worst gap to bound", "{:.2%}"),
     ("wall_time_s", "sim wall s", "{:.1f}"),
 )
 

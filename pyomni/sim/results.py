@@ -14,9 +14,16 @@ Metric definitions (cancelled orders are out of every denominator):
 * ``total_cost`` -- the engine's cost model (:mod:`pyomni.policy`: fixed +
   split + distance + low-stock + load + priority) as priced at decision time;
   ``fulfilment_cost`` -- its policy-independent part, fixed + split + distance;
+* ``optimiser_plan_share`` -- share of the batch rounds that applied the
+  optimiser's plan (with the router placing what it left unfilled; the other
+  rounds applied the real-time router's plan of the same backlog, which cost
+  less); ``plan_cost_vs_greedy`` -- the applied plans'
+  summed objective against the router's plans of the same backlogs, on the
+  optimiser's cost basis (-0.05 = 5 % cheaper);
 * ``hours_to_clear`` -- hours from the start until the last order reached a
   terminal state (``None`` if orders were still open at the end);
-* store load -- parcels picked per store against its daily capacity.
+* store load -- parcels a store picked on its busiest day against its daily
+  capacity (capacity is per business day, so 1.0 = full, never more).
 
 Examples
 --------
@@ -84,8 +91,9 @@ class SimulationResult:
         units_shipped``.
     store_load : pyarrow.Table
         One row per location: ``location, kind, city, lat, lon, ships,
-        daily_capacity, parcels, units, utilisation`` (parcels per day of
-        demand / daily capacity) and ``peak_day_utilisation`` (first 24 hours).
+        daily_capacity, parcels, units, utilisation`` (parcels picked on the
+        store's busiest day / daily capacity: at most 1 while capacity holds)
+        and ``peak_day_utilisation`` (the first 24 hours).
     solves : list of dict
         One record per optimiser call (status, objective, bound, gap, times).
     stock : dict
@@ -246,11 +254,16 @@ def _store_load(run: Run, loc: np.ndarray, units: np.ndarray, picked_s: np.ndarr
     n = len(net)
     parcels = np.bincount(loc, minlength=n)
     peak_day = np.bincount(loc[picked_s <= 24 * _HOUR], minlength=n)
+    # Capacity is per day, so load is measured per (calendar) day of picking: a store that picks its full
+    # capacity on two days is at 1.0, not 2.0 (as parcels of the whole horizon / capacity made it).
+    n_days = max(1, math.ceil(w.scenario.hours / 24))
+    day = np.minimum((picked_s // (24 * _HOUR)).astype(np.int64), n_days - 1)
+    per_day = np.bincount(loc * n_days + day, minlength=n * n_days).reshape(n, n_days)
+    busiest = per_day.max(axis=1)
     capacity = net.daily_capacity.astype(np.float64)
-    demand_days = w.scenario.demand_hours / 24.0
     ships = w.pick_per_hour > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        utilisation = np.where(ships & (capacity > 0), parcels / demand_days / capacity, 0.0)
+        utilisation = np.where(ships & (capacity > 0), busiest / capacity, 0.0)
         peak = np.where(ships & (capacity > 0), peak_day / capacity, 0.0)
     kinds = np.array(["", "store", "warehouse", "dark_store"], dtype=object)
     return pa.table({
@@ -309,6 +322,10 @@ def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np
         sum(run.ship_fixed[k] + run.ship_distance_cost[k] for k in range(len(run.ship_order))
             if shipped[run.ship_order[k]]))
     gaps = [x["gap"] for x in run.solves if math.isfinite(x["gap"])]
+    # each round's applied plan against the real-time router's plan of the same backlog, on the optimiser's basis
+    priced = [(a, g) for a, g in ((x.get("applied_objective", math.nan), x.get("greedy_objective", math.nan))
+                                  for x in run.solves) if math.isfinite(a) and math.isfinite(g)]
+    greedy_total = sum(g for _, g in priced)
 
     def ratio(a: float, b: float) -> float | None:
         return float(a / b) if b else None
@@ -349,6 +366,9 @@ def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np
         "solves": len(run.solves),
         "solver_time_s": float(sum(x["wall_time_s"] for x in run.solves)),
         "max_gap": max(gaps) if gaps else None,
+        "optimiser_plan_share": ratio(sum(str(x.get("plan", "")).startswith("optimiser") for x in run.solves),
+                                      len(run.solves)),
+        "plan_cost_vs_greedy": (sum(a for a, _ in priced) / greedy_total - 1.0) if greedy_total > 0 else None,
         "wall_time_s": float(wall_time_s),
     }
 

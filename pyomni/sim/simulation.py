@@ -3,7 +3,7 @@
 Each step of ``step_minutes`` runs in a fixed order, so a run is a pure
 function of its scenario and policy:
 
-1. at midnight a new business day starts (:meth:`pyomni.Engine.new_day`:
+1. at the carrier cut-off a new business day starts (:meth:`pyomni.Engine.new_day`:
    confirmed shipments stop counting toward capacity); at replenishment hours
    every store receives a share of what it shipped since the last one;
 2. the orders that arrived during the step reach the policy, in arrival order;
@@ -12,6 +12,16 @@ function of its scenario and policy:
 5. every location picks, first released first, as many shipments as its
    hourly capacity allows (stores only during their opening hours); an order
    whose last parcel is picked is confirmed in the engine and ends SHIPPED.
+
+Why the business day turns at the cut-off and not at midnight: an order that
+arrives after the cut-off is picked the next day, so it must be booked
+against the next day's capacity. With the day turning at midnight, the
+evening's orders were refused by every store whose day was full of today's
+picks -- though those stores pick them tomorrow -- and went to far stores and
+warehouses (measured, greedy on 100 stores / 15,000 orders: 25.6 per order
+for orders of 00:00-02:00, 51.2 for those of 20:00-22:00). From one cut-off
+to the next a store picks during exactly its opening hours, so the engine's
+daily capacity is the picking it can do for the orders it accepts that day.
 
 The engine is the single source of truth for stock: reservations hold units
 from the decision until the pick, confirmation consumes them, cancellation
@@ -293,13 +303,14 @@ def simulate(scenario: Scenario | World, policy: str | Policy = "greedy", *, pro
     cancel_order = cancel_order[np.isfinite(world.cancel_s[cancel_order])]
     next_arrival = next_cancel = 0
     replenish_at = {h * int(_HOUR) for h in s.replenish_hours} if s.replenish_share > 0 else set()
+    day_starts_at = (s.cutoff_hour % 24) * int(_HOUR)  # the business day runs from cut-off to cut-off
 
     with _progress_task(progress, f"{s.name} · {decider.name}", s.steps) as advance:
         for n in range(s.steps):
             start, end = n * step, (n + 1) * step
             run.now = start
             changed = False
-            if n and round(start) % int(_DAY) == 0:
+            if n and round(start) % int(_DAY) == day_starts_at:
                 run.engine.new_day()
                 changed = True
             if round(start) % int(_DAY) in replenish_at:
