@@ -44,6 +44,8 @@ STATUS_CODES: dict[type[errors.PyomniError], grpc.StatusCode] = {
     errors.CapabilityMissing: _C.FAILED_PRECONDITION,
     errors.OutOfMemory: _C.RESOURCE_EXHAUSTED,
     errors.InvariantViolation: _C.INTERNAL,
+    errors.StorageFailed: _C.UNAVAILABLE,      # the server stops taking writes; a retry after restart is safe
+    errors.JournalCorrupt: _C.DATA_LOSS,
     errors.Unavailable: _C.UNAVAILABLE,
     errors.DeadlineExceeded: _C.DEADLINE_EXCEEDED,
 }

@@ -48,6 +48,8 @@ __all__ = [
     "CapabilityMissing",
     "OutOfMemory",
     "InvariantViolation",
+    "StorageFailed",
+    "JournalCorrupt",
     "Unavailable",
     "DeadlineExceeded",
     "ALL_ERRORS",
@@ -194,6 +196,32 @@ class InvariantViolation(PyomniError, AssertionError):
     """An internal ledger invariant does not hold (a bug, never bad input)."""
 
     reason = "INVARIANT_VIOLATED"
+
+
+# -- durable storage ---------------------------------------------------------
+class StorageFailed(PyomniError, OSError):
+    """A write or fsync of the journal or a snapshot failed (disk full, I/O error).
+
+    Fatal for the engine: what was not acknowledged may or may not be on disk,
+    so the engine refuses every further mutation until it is reopened, and a
+    restart recovers exactly what the journal holds. Retrying with the same
+    request id after the restart is safe.
+    """
+
+    reason = "STORAGE_FAILED"
+
+
+class JournalCorrupt(PyomniError, RuntimeError):
+    """The journal or a snapshot fails its checksums, or records are missing.
+
+    Raised at start, never silently repaired: the message names the file and
+    the byte offset; ``pyomni journal verify`` shows the damage and
+    ``pyomni journal truncate`` cuts the journal there if the operator decides to.
+    (A torn *last* record, the normal trace of a crash mid-write, is cut by
+    itself and logged, not raised.)
+    """
+
+    reason = "JOURNAL_CORRUPT"
 
 
 # -- the service was not reached -----------------------------------------------

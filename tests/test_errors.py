@@ -78,7 +78,8 @@ def test_groups_inherit_the_builtin_callers_expect(group, builtin):
 def test_every_concrete_class_belongs_to_one_group_or_is_a_special_case():
     special = {errors.PyomniError: Exception, errors.OutOfMemory: MemoryError,
                errors.InvariantViolation: AssertionError, errors.Unavailable: ConnectionError,
-               errors.DeadlineExceeded: TimeoutError}
+               errors.DeadlineExceeded: TimeoutError, errors.StorageFailed: OSError,
+               errors.JournalCorrupt: RuntimeError}
     for cls in errors.ALL_ERRORS:
         if cls in special:
             assert issubclass(cls, special[cls])
