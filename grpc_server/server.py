@@ -17,10 +17,15 @@ per-call setup), which the same benchmark measures against the empty RPC.
 
 :func:`create_server` wires an engine into a server (thin servicers, health,
 reflection, metrics interceptor, message size limits); :func:`serve` is
-``pyomni serve``: it restores the engine from the data directory (or builds
-the demo network), snapshots it periodically and on shutdown, serves
-Prometheus metrics over HTTP, logs JSON lines, and on SIGTERM/SIGINT stops
-taking calls, lets in-flight ones finish, saves, and exits.
+``pyomni serve``: it opens the engine on the data directory
+(:meth:`pyomni.Engine.open`: the newest snapshot plus the journal after it; a
+new directory starts from the demo network), answers every mutation only once
+its journal record is acknowledged by the ``--fsync`` policy (``always`` by
+default: on disk), expires holds from a sweeper thread, snapshots
+periodically (which also retires old journal segments) and on shutdown,
+serves Prometheus metrics over HTTP, logs JSON lines, and on SIGTERM/SIGINT
+stops taking calls, lets in-flight ones finish, saves, and exits. A
+``kill -9`` at any moment loses nothing that was answered.
 """
 
 from __future__ import annotations
@@ -76,7 +81,16 @@ class ServerConfig:
     address : str
         ``host:port`` to listen on; port 0 picks a free one (printed at start).
     data_dir : str
-        Where the engine's snapshot lives; restored at start when present.
+        The engine's data directory (snapshots and journal); recovered at start when present.
+    fsync : str
+        When a mutation is answered: ``always`` (its journal record is written and
+        fdatasync'ed: survives power loss), ``interval`` (written to the OS: survives
+        a crash of the server; synced every ``fsync_interval_ms``) or ``never``
+        (written in the background: a crash may lose the last milliseconds).
+    fsync_interval_ms : float
+        The sync period of ``fsync="interval"``.
+    expire_every_s : float
+        Seconds between runs of the expiry sweeper (holds also expire before every command).
     workers : int
         Handler threads. Decisions serialise on the engine lock, so a few suffice;
         more only help callers that hold streams open.
@@ -94,6 +108,9 @@ class ServerConfig:
 
     address: str = "127.0.0.1:50051"
     data_dir: str = "data"
+    fsync: str = "always"
+    fsync_interval_ms: float = 5.0
+    expire_every_s: float = 1.0
     workers: int = 8
     max_message_bytes: int = 16 * 1024 * 1024
     metrics_port: int = 9464
@@ -174,24 +191,38 @@ def _configure_logging() -> None:
 
 def _open_engine(config: ServerConfig) -> Engine:
     data = Path(config.data_dir)
+    options: dict[str, Any] = {"fsync": config.fsync, "interval_ms": config.fsync_interval_ms}
     try:
-        engine = Engine.load(data)
-        stats = engine.stats()
-        log.info("restored snapshot", extra={"data_dir": str(data.resolve()), "locations": stats["locations"],
-                                             "cells": stats["cells"], "reservations": stats["reservations"]})
+        engine = Engine.open(data, **options)
+    except errors.NotFound:              # first start: build the demo network, made durable at once
+        start = time.perf_counter()
+        network = pyomni.demo_network(stores=config.stores, warehouses=config.warehouses, skus=config.skus,
+                                      seed=config.seed)
+        engine = Engine.open(data, network, **options)
+        engine.apply_stock_events(pyomni.demo_stock(network, seed=config.seed), request_id="demo-stock")
+        engine.save()
+        log.info("built demo network", extra={"locations": len(network), "cities": len(set(network.city)),
+                                              "skus": len(network.skus), "cells": engine.stats()["cells"],
+                                              "seconds": round(time.perf_counter() - start, 2)})
         return engine
-    except errors.NotFound:
-        pass
-    start = time.perf_counter()
-    network = pyomni.demo_network(stores=config.stores, warehouses=config.warehouses, skus=config.skus,
-                                  seed=config.seed)
-    engine = Engine(network)
-    engine.apply_stock_events(pyomni.demo_stock(network, seed=config.seed))
-    log.info("built demo network", extra={"locations": len(network), "cities": len(set(network.city)),
-                                          "skus": len(network.skus), "cells": engine.stats()["cells"],
-                                          "seconds": round(time.perf_counter() - start, 2)})
-    engine.save(data)
+    stats = engine.stats()
+    log.info("recovered", extra={"data_dir": str(data.resolve()), "locations": stats["locations"],
+                                 "cells": stats["cells"], "reservations": stats["reservations"],
+                                 "lsn": engine.state().lsn})
     return engine
+
+
+def _sweep_expiry(engine: Engine, every_s: float, stopping: threading.Event) -> None:
+    """Expire due holds while nothing else happens (every command also expires first)."""
+    while not stopping.wait(every_s):
+        try:
+            expired = engine.expire_due()
+        except errors.StorageFailed:
+            return                       # the journal failed: the engine takes no more writes, and says so
+        except errors.FailedPrecondition:
+            return                       # closed at shutdown
+        if expired:
+            log.info("expired holds", extra={"count": len(expired)})
 
 
 def _tune_gc() -> None:
@@ -235,8 +266,12 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
     """Run the server until SIGTERM or SIGINT (``pyomni serve``); returns the exit status.
 
     At shutdown the health status turns NOT_SERVING, new calls are refused,
-    in-flight calls get ``grace_s`` to finish, and the engine is saved to
-    ``data_dir`` -- every reservation acknowledged to a caller is in that snapshot.
+    in-flight calls get ``grace_s`` to finish, and the engine is snapshotted and
+    its journal closed. Every answered mutation was already in the journal, so
+    a crash instead of a clean stop loses nothing either. If the journal fails
+    (disk full, I/O error) the server stops at once with exit status 3: what
+    it holds in memory may be ahead of the disk, and a restart recovers
+    exactly what the disk holds.
     """
     _configure_logging()
     lock = _lock_data_dir(Path(config.data_dir))    # held until the process exits
@@ -258,6 +293,8 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
             raise errors.Unavailable(f"cannot serve metrics on {host}:{config.metrics_port}: {exc} "
                                      "(choose another --metrics-port, or 0 for none)", field="metrics_port") from None
     stopping = threading.Event()
+    sweeper = threading.Thread(target=_sweep_expiry, args=(engine, config.expire_every_s, stopping),
+                               name="pyomni-expiry", daemon=True)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("shutdown requested", extra={"signal": signal.Signals(signum).name})
@@ -266,20 +303,38 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     server.start()
+    sweeper.start()
     host = config.address.rsplit(":", 1)[0]
     log.info("serving", extra={"address": f"{host}:{port}", "port": port, "pid": os.getpid(),
                                "metrics_port": config.metrics_port, "workers": config.workers,
-                               "data_dir": str(Path(config.data_dir).resolve())})
+                               "data_dir": str(Path(config.data_dir).resolve()), "fsync": config.fsync})
     if ready is not None:
         ready.set()
     last = time.monotonic()
+    failure: errors.StorageFailed | None = None
     while not stopping.wait(1.0):
+        failure = engine.storage_failure
+        if failure is not None:
+            break
         if config.snapshot_every_s and time.monotonic() - last >= config.snapshot_every_s:
-            engine.save(config.data_dir)
+            try:
+                engine.save()
+            except errors.StorageFailed as exc:
+                failure = exc
+                break
             last = time.monotonic()
+    if failure is not None:
+        # PostgreSQL's answer to a failed fsync, too: stop, and let recovery start from what the disk holds
+        log.critical("storage failed; stopping without a snapshot", extra={"error": str(failure)})
+        health_servicer.enter_graceful_shutdown()
+        stopping.set()
+        server.stop(0).wait()
+        return 3
     health_servicer.enter_graceful_shutdown()
     server.stop(config.grace_s).wait()
-    path = engine.save(config.data_dir)
+    sweeper.join()
+    path = engine.save()
+    engine.close()
     if metrics_server is not None:
         metrics_server.shutdown()
     log.info("stopped", extra={"snapshot": str(path), "reservations": engine.stats()["reservations"]})

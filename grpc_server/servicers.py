@@ -180,24 +180,26 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def _route(self, request: Any, out: Any = None) -> Any:
+    @staticmethod
+    def _route_args(request: Any) -> tuple[Any, str | None, str | None, float | None]:
+        """A RouteOrderRequest as ``route_order``'s arguments: (order, policy, request id, ttl)."""
         if not request.HasField("order"):
             raise errors.InvalidOrder("order is required", field="order")
         ttl = request.ttl_seconds
         if ttl < 0 or ttl != ttl:
             raise errors.InvalidArgument("ttl_seconds must be >= 0", field="ttl_seconds")
-        a = self._engine.route_order(order_from_pb(request.order), policy=request.policy or None,
-                                     request_id=_request_id(request.request_id), ttl=ttl or None)
-        return allocation_to_pb(a, out)
+        return order_from_pb(request.order), request.policy or None, _request_id(request.request_id), ttl or None
 
-    def _result(self, request: Any, out: Any) -> None:
-        """One answer of a batch or stream: the allocation, or the error as fields (the call goes on)."""
-        try:
-            self._route(request, out.allocation)
-        except errors.PyomniError as exc:
-            out.ClearField("allocation")
-            out.error_code = STATUS_CODES[type(exc)].value[0]
-            out.error_reason, out.error_message, out.error_field = exc.reason, str(exc), exc.field or ""
+    def _route(self, request: Any) -> Any:
+        order, policy, request_id, ttl = self._route_args(request)
+        return allocation_to_pb(self._engine.route_order(order, policy=policy, request_id=request_id, ttl=ttl))
+
+    @staticmethod
+    def _error_result(exc: errors.PyomniError, out: Any) -> None:
+        """One answer of a batch or stream that failed: the error as fields (the call goes on)."""
+        out.ClearField("allocation")
+        out.error_code = STATUS_CODES[type(exc)].value[0]
+        out.error_reason, out.error_message, out.error_field = exc.reason, str(exc), exc.field or ""
 
     @_rpc
     def RouteOrder(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -210,13 +212,28 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         return allocation_to_pb(self._engine.quote(order_from_pb(request.order), policy=request.policy or None))
 
     def _batch(self, request: Any) -> Any:
+        # one engine call for the whole batch: one lock acquisition and one journal commit (one fsync)
         if len(request.requests) > MAX_BATCH:
             raise errors.InvalidArgument(f"at most {MAX_BATCH:,} orders per call, got {len(request.requests):,}",
                                          field="requests")
+        parsed: list[Any] = []
+        for r in request.requests:
+            try:
+                parsed.append(self._route_args(r))
+            except errors.PyomniError as exc:
+                parsed.append(exc)
+        good = [p for p in parsed if not isinstance(p, errors.PyomniError)]
+        answers = iter(self._engine.route_orders([p[0] for p in good], policies=[p[1] for p in good],
+                                                 request_ids=[p[2] for p in good], ttls=[p[3] for p in good]))
         response = routing_pb2.RouteOrdersResponse()
         results = response.results
-        for r in request.requests:
-            self._result(r, results.add())
+        for p in parsed:
+            out = results.add()
+            answer = p if isinstance(p, errors.PyomniError) else next(answers)
+            if isinstance(answer, errors.PyomniError):
+                self._error_result(answer, out)
+            else:
+                allocation_to_pb(answer, out.allocation)
         return response
 
     @_rpc

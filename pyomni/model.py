@@ -446,7 +446,9 @@ class Allocation:
     shipments: tuple[Shipment, ...]
     total_cost: float
     short_lines: tuple[ShortLine, ...]
-    explanation: Explanation
+    #: why (diagnostics, not part of the decision: two answers that decide alike compare equal, so a retry
+    #: answered from the idempotency window -- which keeps the recorded explanation -- equals the first answer)
+    explanation: Explanation = field(compare=False)
     expires_at: float | None = None
 
     @property

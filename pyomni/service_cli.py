@@ -69,7 +69,8 @@ def _client(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from grpc_server import ServerConfig, serve
 
-    config = ServerConfig(address=args.address, data_dir=args.data_dir, workers=args.workers,
+    config = ServerConfig(address=args.address, data_dir=args.data_dir, fsync=args.fsync,
+                          fsync_interval_ms=args.fsync_interval_ms, workers=args.workers,
                           max_message_bytes=args.max_message_mb * 1024 * 1024, metrics_port=args.metrics_port,
                           snapshot_every_s=args.snapshot_every, grace_s=args.grace, stores=args.stores,
                           warehouses=args.warehouses, skus=args.skus, seed=args.seed)
@@ -152,11 +153,17 @@ def _order_options(parser: argparse.ArgumentParser) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve`` and the client commands to the ``pyomni`` command's subparsers."""
     p = subparsers.add_parser("serve", help="run the gRPC server (demo network of real Chinese cities by default)",
-                              description="Run the pyomni gRPC server. State lives in --data-dir: restored at "
-                                          "start, snapshotted periodically and on SIGTERM/SIGINT. Without a "
-                                          "snapshot a demo network of real Chinese cities with demo stock is built.")
+                              description="Run the pyomni gRPC server. State lives in --data-dir: recovered at "
+                                          "start (newest snapshot + journal), journaled before every answer, "
+                                          "snapshotted periodically and on SIGTERM/SIGINT. A new directory starts "
+                                          "from a demo network of real Chinese cities with demo stock.")
     p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"host:port to listen on (default {DEFAULT_ADDRESS})")
-    p.add_argument("--data-dir", default="data", help="snapshot directory (default ./data)")
+    p.add_argument("--data-dir", default="data", help="data directory: snapshots and journal (default ./data)")
+    p.add_argument("--fsync", choices=("always", "interval", "never"), default="always",
+                   help="when a mutation is answered: always = its journal record is on disk (default); "
+                        "interval = written to the OS, synced every --fsync-interval-ms; never = written in the "
+                        "background")
+    p.add_argument("--fsync-interval-ms", type=float, default=5.0, help="sync period of --fsync interval")
     p.add_argument("--workers", type=int, default=8, help="handler threads")
     p.add_argument("--max-message-mb", type=int, default=16, help="largest message in MiB")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus HTTP port (0 = off)")

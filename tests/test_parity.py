@@ -213,6 +213,8 @@ class TwinEngines(RuleBasedStateMachine):
         """Run ``command(engine)`` on both; same answer or same error class (and then no change)."""
         outcomes = []
         for eng in (self.native, self.reference):
+            # holds due at this time expire first, as a command of their own, whatever the command does
+            eng.expire_due()
             before = (rows(eng), eng.reservations())
             try:
                 outcomes.append(("ok", normalise(command(eng))))

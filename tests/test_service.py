@@ -352,7 +352,7 @@ def test_graceful_shutdown_loses_no_acknowledged_reservation(tmp_path):
         t.join()
     assert "stopped" in server.messages()
     with ServerProcess(tmp_path, NETWORK) as again, pyomni.Client(again.address) as c:
-        assert "restored snapshot" in again.messages()
+        assert "recovered" in again.messages()
         for a in acknowledged:
             r = c.reservation(a.reservation_id)
             assert r.order_id == a.order_id and r.state is pyomni.ReservationState.HELD

@@ -74,6 +74,9 @@ def test_reservations_expire_after_load_when_their_time_passed(tmp_path):
     eng.save(tmp_path)
     now[0] += 61
     back = pyomni.Engine.load(tmp_path, clock=lambda: now[0])
+    # queries never mutate: a hold past its time stays HELD until the expiry command runs
+    assert back.reservation(a.reservation_id).state is pyomni.ReservationState.HELD
+    assert back.expire_due() == [a.reservation_id]
     assert back.reservation(a.reservation_id).state is pyomni.ReservationState.EXPIRED
     assert back.stock(net.ids[0], "SKU-000001").reserved == 0
 

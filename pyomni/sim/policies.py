@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -105,7 +106,7 @@ class Greedy:
             run.wait(i)
 
 
-class _Optimising:
+class _Optimising(ABC):
     """Shared core of the batch policies: optimise the waiting backlog, apply the plan."""
 
     name = "optimising"
@@ -121,8 +122,9 @@ class _Optimising:
         if self._due(run, now) and run.waiting:
             self.optimise(run, now)
 
-    def _due(self, run: Run, now: float) -> bool:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def _due(self, run: Run, now: float) -> bool:
+        """Whether an optimising round runs at ``now`` (each policy's schedule)."""
 
     def optimise(self, run: Run, now: float) -> None:
         """Optimise every waiting order jointly and apply the plan to the engine.

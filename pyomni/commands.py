@@ -1,0 +1,237 @@
+"""The engine's commands and their effects: typed, frozen values, one per kind of mutation.
+
+Every mutation of an :class:`~pyomni.Engine` is one of these commands,
+executed by one method (``Engine._execute``, TigerBeetle's ``commit``):
+validate -> idempotency lookup -> stamp the clock -> decide -> apply ->
+journal -> remember -> answer. A command is what the caller asked for; its
+*effect* is what the engine decided (the locations and quantities held, the
+reservation id, the ids that expired). The journal records both, and replay
+applies the effect without deciding again, so a journal replays to the same
+state whatever the routing code or policy does today.
+
+A command doubles as its request's fingerprint: a retry with the same request
+id must carry an equal command (AIP-155), also after a restart, which is why
+commands hold only plain, exactly-encodable values (ids as strings, floats as
+float64).
+
+Commands whose application decides nothing (stock events, opening a
+location, a new day, ...) have no separate effect (``None``): the command is
+applied as it is, by the same function live and in replay.
+
+Examples
+--------
+>>> from pyomni.commands import StockCommand
+>>> StockCommand(2, "SH-0001", "SKU-000001", 5, -1) == StockCommand(2, "SH-0001", "SKU-000001", 5, -1)
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import codec
+from .model import Location, Order, ShortLine
+from .policy import ChannelRule, RoutingPolicy
+
+__all__ = [
+    "Command", "StockCommand", "StockEvents", "Transfer", "RouteOrder", "ReservePlan", "EndReservation",
+    "Reroute", "Expire", "UpsertLocations", "SetLocationOpen", "SetDailyCapacity", "NewDay", "RegisterSkus",
+    "RegisterPolicy", "SetChannelRule", "Hold", "Unfilled", "Rerouted", "Expired", "ShipmentPlan",
+]
+
+
+class Command:
+    """Base of every command (a marker: the engine dispatches on the concrete type)."""
+
+    __slots__ = ()
+
+
+# -- stock ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StockCommand(Command):
+    """One stock event on one cell: ``kind`` is an index into ``pyomni._core.EVENT_KINDS``."""
+
+    kind: int
+    location: str
+    sku: str
+    qty: int
+    safety: int           #: -1 = leave safety as it is (``set`` only)
+
+
+@dataclass(frozen=True, slots=True)
+class StockEvents(Command):
+    """A batch of stock events, all or nothing, as interned little-endian columns.
+
+    ``loc``/``sku`` are int32 indices (locations and SKUs are append-only, so
+    an index means the same thing forever), ``kind`` int8, ``qty``/``safety``
+    int64. ``digest`` fingerprints the content, so that comparing a retry is cheap.
+    """
+
+    n: int
+    loc: bytes
+    sku: bytes
+    kind: bytes
+    qty: bytes
+    safety: bytes
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer(Command):
+    """Move unreserved units of a SKU between two locations."""
+
+    source: str
+    destination: str
+    sku: str
+    qty: int
+
+
+# -- routing and reservations ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RouteOrder(Command):
+    """Decide where an order ships from and hold the units (effect: :class:`Hold` or :class:`Unfilled`)."""
+
+    order: Order
+    policy: str | RoutingPolicy   #: the registered key ``name@version``, or the policy itself if unregistered
+    ttl: float | None             #: seconds the hold lives (None: the engine's default)
+
+
+@dataclass(frozen=True, slots=True)
+class ReservePlan(Command):
+    """Hold exactly the plan an optimiser chose (effect: :class:`Hold` or :class:`Unfilled`)."""
+
+    order: Order
+    plan: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+    policy: str | RoutingPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class EndReservation(Command):
+    """Confirm or release a HELD reservation (``state`` is the ``ReservationState`` value it moves to)."""
+
+    reservation_id: str
+    state: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reroute(Command):
+    """Re-route the shipment a location rejected (effect: :class:`Rerouted`)."""
+
+    reservation_id: str
+    rejected_by: str
+    policy: str | RoutingPolicy | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expire(Command):
+    """Expire every HELD reservation due at the command's time (effect: :class:`Expired`)."""
+
+
+# -- the network, the catalogue and configuration -------------------------------------------
+@dataclass(frozen=True, slots=True)
+class UpsertLocations(Command):
+    """Add or replace locations (matched by id)."""
+
+    locations: tuple[Location, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetLocationOpen(Command):
+    """Open or close a location for online orders."""
+
+    location: str
+    is_open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetDailyCapacity(Command):
+    """Change a location's daily shipment capacity (0 = unlimited)."""
+
+    location: str
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewDay(Command):
+    """Start a new business day: confirmed shipments stop counting toward capacity."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterSkus(Command):
+    """Append SKUs to the catalogue."""
+
+    skus: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterPolicy(Command):
+    """Make a routing policy selectable by its key and name."""
+
+    policy: RoutingPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class SetChannelRule(Command):
+    """Set (or with ``None`` remove) a channel's selling limit."""
+
+    channel: str
+    rule: ChannelRule | None
+
+
+# -- effects: what the engine decided ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ShipmentPlan:
+    """One parcel as decided: location index, km, the five cost parts and the units per line.
+
+    ``skus`` are the SKU indices the ``takes`` refer to; ``None`` means the
+    order's own lines, in order (the usual case, so it costs no bytes).
+    """
+
+    loc: int
+    km: float
+    costs: tuple[float, float, float, float, float]
+    takes: tuple[int, ...]
+    skus: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A new HELD reservation: number ``seq`` (its id is ``R{seq:010d}``), expiring at ``expires_at``."""
+
+    seq: int
+    expires_at: float
+    shipments: tuple[ShipmentPlan, ...]
+    split_reason: int = 0      #: index into the split reasons ("", NO_SINGLE_LOCATION, CHEAPER)
+
+
+@dataclass(frozen=True, slots=True)
+class Unfilled:
+    """The order could not be filled: nothing held; the short lines are the answer."""
+
+    short: tuple[ShortLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rerouted:
+    """A rejected shipment replaced by ``shipments``, or (``shipments is None``) the reservation released."""
+
+    rejected: int                                   #: location index that rejected
+    shipments: tuple[ShipmentPlan, ...] | None
+    short: tuple[ShortLine, ...] = ()
+    split_reason: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """The reservations that expired, by id."""
+
+    reservation_ids: tuple[str, ...]
+
+
+# on-disk type codes (never renumber; the model's values use 1..19)
+for _code, _cls in enumerate((StockCommand, StockEvents, Transfer, RouteOrder, ReservePlan, EndReservation,
+                              Reroute, Expire, UpsertLocations, SetLocationOpen, SetDailyCapacity, NewDay,
+                              RegisterSkus, RegisterPolicy, SetChannelRule), start=20):
+    codec.register(_code, _cls)
+for _code, _cls in enumerate((ShipmentPlan, Hold, Unfilled, Rerouted, Expired), start=40):
+    codec.register(_code, _cls)
