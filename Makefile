@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup build test serve demo bench lint clean
+.PHONY: setup build test serve demo bench lint clean postgres
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ demo: build
 bench: build
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-group-by=group \
 		--benchmark-columns=min,median,max,ops,rounds
+
+# PostgreSQL for the durability benchmarks' baseline (benchmarks/pg_baseline.py), from Debian's packages;
+# does nothing when a server is already installed under /usr/lib/postgresql/*/bin. Independent of .venv.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL already installed: $$(ls -d /usr/lib/postgresql/*/bin | tr '\n' ' ')"; \
+	else \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
+	fi
 
 clean:
 	rm -rf build $(VENV) pyomni/_core/*.so pyomni/_core/*.pxd *.egg-info
