@@ -87,11 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--orders", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(run=_demo)
+    from .journal_cli import add_commands as add_journal_commands  # journal verify | dump | truncate
     from .service_cli import add_commands as add_service_commands  # serve, route, confirm, release, stock ...
     from .service_cli import run_guarded
     from .sim.cli import add_commands as add_sim_commands  # simulate, sweep
 
     add_service_commands(sub)
+    add_journal_commands(sub)
     add_sim_commands(sub)
     args = parser.parse_args(argv)
     return run_guarded(args)

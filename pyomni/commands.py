@@ -92,8 +92,8 @@ class RouteOrder(Command):
     """Decide where an order ships from and hold the units (effect: :class:`Hold` or :class:`Unfilled`)."""
 
     order: Order
-    policy: str | RoutingPolicy   #: the registered key ``name@version``, or the policy itself if unregistered
-    ttl: float | None             #: seconds the hold lives (None: the engine's default)
+    policy: str | RoutingPolicy | None   #: None = the engine's default; a registered key; or an unregistered policy
+    ttl: float | None                    #: seconds the hold lives (None: the engine's default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,7 @@ class ReservePlan(Command):
 
     order: Order
     plan: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
-    policy: str | RoutingPolicy
+    policy: str | RoutingPolicy | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ class Reroute(Command):
 
     reservation_id: str
     rejected_by: str
-    policy: str | RoutingPolicy | None
+    policy: str | RoutingPolicy | None   #: None = the reservation's own policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +196,13 @@ class ShipmentPlan:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A new HELD reservation: number ``seq`` (its id is ``R{seq:010d}``), expiring at ``expires_at``."""
+    """A new HELD reservation of these shipments.
 
-    seq: int
-    expires_at: float
+    Its number is the next one (id ``R{seq:010d}``) and it expires at the
+    command's time plus its ttl: both follow from the state and the command,
+    so the record does not repeat them.
+    """
+
     shipments: tuple[ShipmentPlan, ...]
     split_reason: int = 0      #: index into the split reasons ("", NO_SINGLE_LOCATION, CHEAPER)
 

@@ -381,13 +381,17 @@ class Engine:
         except (KeyError, TypeError):
             raise errors.UnknownPolicy(f"no routing policy {key!r}", field="policy") from None
 
-    def _policy_ref(self, key: str | RoutingPolicy | None) -> str | RoutingPolicy:
-        """How a command names its policy: the registered key, or the policy itself if it is not registered."""
+    def _policy_ref(self, key: str | RoutingPolicy | None, *, none_is_default: bool = True
+                    ) -> str | RoutingPolicy | None:
+        """How a command names its policy: None for the engine's default (the usual case: no bytes in the
+        journal), the registered key, or the policy itself if it is not registered."""
         pol = self.policy(key)
+        if none_is_default and pol is self._default_policy:
+            return None
         return pol.key if self._policies.get(pol.key) == pol else pol
 
-    def _resolve_policy(self, ref: str | RoutingPolicy) -> RoutingPolicy:
-        return ref if isinstance(ref, RoutingPolicy) else self.policy(ref)
+    def _resolve_policy(self, ref: str | RoutingPolicy | None) -> RoutingPolicy:
+        return self._default_policy if ref is None else ref if isinstance(ref, RoutingPolicy) else self.policy(ref)
 
     def register_policy(self, policy: RoutingPolicy, *, request_id: str | None = None) -> None:
         """Make ``policy`` selectable by its key (``"name@version"``) and by its name (latest version)."""
@@ -796,7 +800,8 @@ class Engine:
         is UNFULFILLABLE, naming the short lines.
         """
         return self._execute(Reroute(reservation_id, rejected_by,
-                                     None if policy is None else self._policy_ref(policy)), request_id)
+                                     None if policy is None else self._policy_ref(policy, none_is_default=False)),
+                             request_id)
 
     def expire_due(self) -> list[str]:
         """Expire every HELD reservation whose time has come; returns their ids.
@@ -849,17 +854,15 @@ class Engine:
         pol = self._resolve_policy(command.policy)
         p = self._parse(command.order, pol)
         self._check_not_live(command.order)
-        r = self._decide(p, pol, False)
-        ttl = self._ttl if command.ttl is None else command.ttl
-        return self._hold_effect(p, pol, r, now + ttl)
+        return self._hold_effect(p, pol, self._decide(p, pol, False))
 
-    def _hold_effect(self, p: _ParsedOrder, pol: RoutingPolicy, r: tuple, expires_at: float) -> tuple[Any, Any]:
+    def _hold_effect(self, p: _ParsedOrder, pol: RoutingPolicy, r: tuple) -> tuple[Any, Any]:
         self._parsed = p              # the applier uses it instead of parsing the order again
         if r[0] != 0:
             live = self._allocation(p, pol, r, AllocationStatus.UNFULFILLABLE, p.skus, p.qtys)
             return Unfilled(live.short_lines), live.explanation
         ships = tuple(ShipmentPlan(s[0], s[1], s[2], s[3]) for s in r[1])
-        return Hold(self._seq + 1, expires_at, ships, r[8]), self._explain(pol, r)
+        return Hold(ships, r[8]), self._explain(pol, r)
 
     def _decide_plan(self, command: ReservePlan, now: float) -> tuple[Any, Any]:
         pol = self._resolve_policy(command.policy)
@@ -867,10 +870,10 @@ class Engine:
         self._check_not_live(command.order)
         short = self._channel_short(p.order.channel, p.skus, p.qtys)
         if short:
-            return self._hold_effect(p, pol, ("channel", short), 0.0)
+            return self._hold_effect(p, pol, ("channel", short))
         ships = self._price_plan(p, pol, command.plan)
         self._parsed = p
-        return Hold(self._seq + 1, now + self._ttl, tuple(ShipmentPlan(s[0], s[1], s[2], s[3]) for s in ships)), None
+        return Hold(tuple(ShipmentPlan(s[0], s[1], s[2], s[3]) for s in ships)), None
 
     def _check_not_live(self, order: Order) -> None:
         if order.id in self._live_orders:
@@ -980,16 +983,19 @@ class Engine:
             p = self._parse(order, pol)
         self._parsed = None
         ships = self._take(effect.shipments, tuple(p.skus))
-        rid = f"R{effect.seq:010d}"
-        self._seq = effect.seq
-        self._records[rid] = _Record(rid, effect.seq, request_id, order, now, effect.expires_at, ships, set(p.excluded),
+        # the number and the expiry follow from the state and the command: replay derives them the same way
+        seq = self._seq = self._seq + 1
+        rid = f"R{seq:010d}"
+        ttl = command.ttl if type(command) is RouteOrder and command.ttl is not None else self._ttl
+        expires_at = now + ttl
+        self._records[rid] = _Record(rid, seq, request_id, order, now, expires_at, ships, set(p.excluded),
                                      p.need_cap, p.max_km, pol)
         self._live_orders[order.id] = rid
-        heapq.heappush(self._expiry, (effect.expires_at, effect.seq, rid))
+        heapq.heappush(self._expiry, (expires_at, seq, rid))
         out = self._shipments(ships)
         expl = Explanation("recorded", len(out), {}, (), len(out) > 1, _SPLIT_REASONS[effect.split_reason], pol.key)
         return Allocation(order.id, AllocationStatus.ALLOCATED, rid, out, sum(sh.cost.total for sh in out), (), expl,
-                          effect.expires_at)
+                          expires_at)
 
     def _take(self, plans: Sequence[ShipmentPlan], order_skus: tuple[int, ...]) -> list[tuple]:
         """Hold the units of planned shipments (all or nothing); their internal shipment tuples."""
@@ -1368,6 +1374,22 @@ class Engine:
                         break
             return out
 
+    def remembered(self, request_id: str) -> Any:
+        """The answer remembered for ``request_id`` (what a retry would get), or None if it is not in the window.
+
+        Examples
+        --------
+        >>> import pyomni
+        >>> eng = pyomni.Engine(pyomni.demo_network(stores=5, warehouses=1, skus=3, seed=0))
+        >>> eng.set_stock(eng.network.ids[0], "SKU-000001", 7, request_id="take-1").on_hand
+        7
+        >>> eng.remembered("take-1").on_hand, eng.remembered("take-2")
+        (7, None)
+        """
+        with self._lock:
+            entry = self._requests.get(request_id)
+            return None if entry is None else entry.answer
+
     def _stock_level(self, loc: int, s: int) -> StockLevel:
         cell = self._ledger.cell(loc, s)
         on_hand, reserved, safety = cell if cell is not None else (0, 0, 0)
@@ -1737,9 +1759,9 @@ class Engine:
         cells = dict(data.cells)
         cells["confirmed"] = data.confirmed
         with eng._lock:
-            eng._install(eng._net, cells, np.ascontiguousarray(data.capabilities, dtype=np.uint8),
-                         np.ascontiguousarray(data.is_open, dtype=np.uint8),
-                         np.ascontiguousarray(data.daily_capacity, dtype=np.int32))
+            # copies: the arrays read from Arrow are read-only, these change by command
+            eng._install(eng._net, cells, np.array(data.capabilities, dtype=np.uint8),
+                         np.array(data.is_open, dtype=np.uint8), np.array(data.daily_capacity, dtype=np.int32))
         return eng
 
     def close(self) -> None:

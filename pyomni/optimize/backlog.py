@@ -453,16 +453,12 @@ def _prepare(orders: Any, network: Network, stock: Any, policy: Any, capacity: A
     # stock snapshot and today's loads
     load = np.zeros(n_loc, dtype=np.float64)
     if engine is not None:
-        table = engine.stock_table()
-        loc = np.asarray(table.column("location").combine_chunks().indices, dtype=np.int64)
-        sku = np.asarray(table.column("sku").combine_chunks().indices, dtype=np.int64)
-        on_hand, reserved, safety = (table.column(c).to_numpy().astype(np.int64)
-                                     for c in ("on_hand", "reserved", "safety"))
-        with engine._lock:  # the engine has no public load query yet; read its counters consistently
-            held, confirmed = engine._ledger.loads()
-            is_open = np.asarray(engine._open, dtype=bool).copy()
-            daily = np.asarray(engine._capacity, dtype=np.int64).copy()
-        load = (held.astype(np.int64) + confirmed).astype(np.float64)
+        state = engine.state()          # stock, loads, open and capacity from one moment, under the engine's lock
+        loc, sku = state.loc.astype(np.int64), state.sku.astype(np.int64)
+        on_hand, reserved, safety = (a.astype(np.int64) for a in (state.on_hand, state.reserved, state.safety))
+        is_open = state.is_open.astype(bool)
+        daily = state.daily_capacity.astype(np.int64)
+        load = (state.held.astype(np.int64) + state.confirmed).astype(np.float64)
     else:
         table = _as_table(stock, "stock")
         loc = _encode(table, "location", "stock", {x: i for i, x in enumerate(network.ids)}, errors.UnknownLocation)
