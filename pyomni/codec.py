@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -62,9 +63,23 @@ def register(code: int, cls: type, to_fields: Callable[[Any], tuple] | None = No
         raise errors.InvalidArgument(f"codec type code {code} is taken", field="code")
     if to_fields is None:
         names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
-        to_fields = lambda obj: tuple(getattr(obj, n) for n in names)  # noqa: E731
+        if len(names) == 1:
+            to_fields = _one_field(names[0])
+        elif names:
+            to_fields = operator.attrgetter(*names)      # a tuple of the fields, gathered in C
+        else:
+            to_fields = _no_fields
     _ENCODERS[cls] = (code, to_fields)
     _DECODERS[code] = from_fields or (lambda f: cls(*f))
+
+
+def _one_field(name: str) -> Callable[[Any], tuple]:
+    get = operator.attrgetter(name)
+    return lambda obj: (get(obj),)
+
+
+def _no_fields(obj: Any) -> tuple:
+    return ()
 
 
 def _default(obj: Any) -> Any:
