@@ -124,7 +124,8 @@ class PyomniSide:
         skus = list(self.network.skus)
         self.spread = skus[:N_SKUS]
         self.hot = skus[-1]
-        stores = [x for x, kind in zip(self.network.ids, self.network.kind) if int(kind) == int(pyomni.LocationKind.STORE)][:STORES]
+        store = int(pyomni.LocationKind.STORE)
+        stores = [x for x, kind in zip(self.network.ids, self.network.kind) if int(kind) == store][:STORES]
         rows = [(loc, s, ON_HAND) for loc in self.network.ids for s in self.spread]
         rows += [(loc, self.hot, 0) for loc in self.network.ids] + [(stores[0], self.hot, 10 * ON_HAND)]
         with pyomni.Client(self.server.address, timeout=120) as c:

@@ -3,7 +3,7 @@
 The child listens on a free port (``127.0.0.1:0``); its JSON "serving" log
 line says which, and :class:`ServerProcess` waits for it. Stopping sends
 SIGTERM, the signal a process manager sends, so the graceful path is the one
-exercised.
+exercised; :meth:`ServerProcess.kill` is the crash (SIGKILL), for the crash tests.
 """
 
 from __future__ import annotations
@@ -52,13 +52,15 @@ class ServerProcess:
         self.address = ""
         self.log: list[dict[str, object]] = []
         self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
 
     def start(self) -> ServerProcess:
         """Start the child and wait until it listens."""
         cmd = [sys.executable, "-m", "pyomni.cli", "serve", "--address", "127.0.0.1:0", "--metrics-port", "0",
                "--data-dir", str(self.data_dir), *self.args]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_log, name="pyomni-serve-log", daemon=True)
+        self._reader.start()
         if not self._ready.wait(self.start_timeout) or not self.address:
             self.kill()
             raise errors.Unavailable(f"pyomni serve did not start: {self.log[-3:]}")
@@ -88,11 +90,24 @@ class ServerProcess:
             self.kill()
             raise
 
-    def kill(self) -> None:
-        """SIGKILL (a crash)."""
-        if self.process is not None and self.process.poll() is None:
+    def kill(self, timeout: float = 30.0) -> int | None:
+        """SIGKILL the child and reap it: a crash, as ``kill -9`` or the OOM killer makes one.
+
+        Nothing runs in the child after the signal: no handler, no graceful drain, no final
+        snapshot, so what survives is exactly what its data directory held at that instant.
+        Returns once the process is gone (its data-directory lock released with it) and the
+        log reader has drained its stderr, so :attr:`log` holds every line the child wrote.
+        Returns the exit status (``-9`` when this call killed it, the child's own status if it
+        had already exited), or None if the child was never started; safe to call twice.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+        status = self.process.wait(timeout)
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout)
+        return status
 
     def messages(self) -> list[str]:
         """The log messages so far."""
