@@ -186,14 +186,19 @@ class Client:
         return allocation_from_pb(self._call(self._routing.QuoteOrder, req, timeout))
 
     def route_orders(self, orders: Sequence[Order], *, request_ids: Sequence[str] | None = None,
-                     policy: str | None = None, timeout: float | None = None) -> list[Allocation | errors.PyomniError]:
-        """Route up to 10,000 orders in one call; each answer is an Allocation or the error that order got."""
+                     policy: str | None = None, ttl: float | None = None,
+                     timeout: float | None = None) -> list[Allocation | errors.PyomniError]:
+        """Route up to 10,000 orders in one call; each answer is an Allocation or the error that order got.
+
+        The server holds the whole batch under one journal commit and answers once it is durable.
+        ``ttl`` (seconds) applies to every hold of the batch (default: the server's).
+        """
         req = routing_pb2.RouteOrdersRequest()
         ids = request_ids if request_ids is not None else [uuid.uuid4().hex for _ in orders]
         if len(ids) != len(orders):
             raise errors.InvalidArgument("request_ids must match orders one to one", field="request_ids")
         for order, rid in zip(orders, ids):
-            order_to_pb(order, req.requests.add(request_id=rid, policy=policy or "").order)
+            order_to_pb(order, req.requests.add(request_id=rid, policy=policy or "", ttl_seconds=ttl or 0.0).order)
         response = self._call(self._routing.RouteOrders, req, timeout)
         return [_result(r) for r in response.results]
 
