@@ -359,6 +359,11 @@ class Engine:
         return tuple(self._sku_ids)
 
     @property
+    def lsn(self) -> int:
+        """The sequence number of the last journal record applied (cheap: no copy, unlike :meth:`state`)."""
+        return self._lsn
+
+    @property
     def storage_failure(self) -> errors.StorageFailed | None:
         """The storage error that stopped this engine taking writes, or None while it is healthy."""
         if self._failure is None and self._journal is not None and self._journal.failed:

@@ -72,7 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(address=args.address, data_dir=args.data_dir, fsync=args.fsync,
                           fsync_interval_ms=args.fsync_interval_ms, workers=args.workers,
                           max_message_bytes=args.max_message_mb * 1024 * 1024, metrics_port=args.metrics_port,
-                          snapshot_every_s=args.snapshot_every, grace_s=args.grace, stores=args.stores,
+                          snapshot_every_s=args.snapshot_every,
+                          snapshot_records=args.snapshot_records, grace_s=args.grace, stores=args.stores,
                           warehouses=args.warehouses, skus=args.skus, seed=args.seed)
     return serve(config)
 
@@ -168,6 +169,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-message-mb", type=int, default=16, help="largest message in MiB")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus HTTP port (0 = off)")
     p.add_argument("--snapshot-every", type=float, default=60.0, help="seconds between snapshots (0 = at exit only)")
+    p.add_argument("--snapshot-records", type=int, default=100_000,
+                   help="also snapshot after this many journal records, bounding recovery (0 = by time only)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds in-flight calls get at shutdown")
     p.add_argument("--stores", type=int, default=500, help="demo network: stores")
     p.add_argument("--warehouses", type=int, default=8, help="demo network: warehouses")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -442,3 +443,21 @@ def test_a_second_server_on_the_same_data_directory_is_refused(server):
                            "0", "--data-dir", str(server.data_dir)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert '"error": "FAILED_PRECONDITION"' in done.stderr and '"field": "data_dir"' in done.stderr
+
+
+def test_the_server_snapshots_after_so_many_records_bounding_recovery(tmp_path):
+    """--snapshot-records: a snapshot once enough journal records accumulate, whatever the clock says."""
+    with ServerProcess(tmp_path, [*NETWORK, "--snapshot-every", "0", "--snapshot-records", "40"]) as server, \
+            pyomni.Client(server.address) as c:
+        start = max(int(p.name) for p in (tmp_path / "snapshots").iterdir() if p.name.isdigit())
+        where = c.availability("SKU-000001")[0].location
+        for i in range(50):
+            c.apply_stock_events([{"location": where, "sku": "SKU-000001", "event": "receive", "qty": 1}],
+                                 request_id=f"rcv-{i}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            lsns = [int(p.name) for p in (tmp_path / "snapshots").iterdir() if p.name.isdigit()]
+            if max(lsns) >= start + 40:
+                break
+            time.sleep(0.2)
+        assert max(lsns) >= start + 40
