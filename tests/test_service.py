@@ -365,7 +365,8 @@ def _readme_service_block() -> list[str]:
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text[text.index("## The service"):text.index("## Quick start")]
+    start = text.index("## The service")
+    section = text[start:text.index("\n## ", start)]
     lines = []
     for block in section.split("```bash")[1:]:
         lines += [ln.split("  #")[0].strip() for ln in block.split("```")[0].strip().splitlines()]
