@@ -429,7 +429,7 @@ class Explanation:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Explanation is immutable; cannot set {name!r}")
 
-    def __reduce__(self) -> tuple[Any, ...]:   # pickled built (snapshots, process pools)
+    def __reduce__(self) -> tuple[Any, ...]:   # pickled built (process pools)
         return (Explanation, tuple(self._get(i) for i in range(len(self._FIELDS))))
 
     def __repr__(self) -> str:
