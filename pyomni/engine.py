@@ -44,11 +44,13 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import gc
 import hashlib
 import heapq
+import itertools
 import logging
 import math
 import os
@@ -334,6 +336,7 @@ class Engine:
             if not isinstance(name, str) or not name or not isinstance(rule, ChannelRule):
                 raise errors.InvalidArgument("channels maps channel names to ChannelRule", field="channels")
         self._records: dict[str, _Record] = {}
+        self._record_order: list[_Record] = []          # the same records in id (= issue) order, for paging
         self._live_orders: dict[str, str] = {}          # order id -> reservation id (HELD or CONFIRMED)
         self._expiry: list[tuple[float, int, str]] = []
         self._seq = 0                                   # last reservation number issued
@@ -1019,8 +1022,9 @@ class Engine:
         rid = f"R{seq:010d}"
         ttl = command.ttl if type(command) is RouteOrder and command.ttl is not None else self._ttl
         expires_at = now + ttl
-        self._records[rid] = _Record(rid, seq, request_id, order, now, expires_at, ships, frozenset(p.excluded),
-                                     p.need_cap, p.max_km, pol)
+        rec = self._records[rid] = _Record(rid, seq, request_id, order, now, expires_at, ships,
+                                           frozenset(p.excluded), p.need_cap, p.max_km, pol)
+        self._record_order.append(rec)
         self._live_orders[order.id] = rid
         heapq.heappush(self._expiry, (expires_at, seq, rid))
         out = self._shipments(ships)
@@ -1395,10 +1399,11 @@ class Engine:
                      limit: int | None = None) -> list[Reservation]:
         """Reservations in id order, optionally of one state; ``after``/``limit`` page through them."""
         with self._lock:
+            ordered = self._record_order
+            # ids are issued in order, so a page starts by bisection, not by a scan from the first record
+            start = 0 if after is None else bisect.bisect_right(ordered, after, key=_record_id)
             out = []
-            for rid, rec in self._records.items():
-                if after is not None and rid <= after:
-                    continue
+            for rec in itertools.islice(ordered, start, None):
                 if state is None or rec.state is state:
                     out.append(self._public(rec))
                     if limit is not None and len(out) >= limit:
@@ -1793,6 +1798,7 @@ class Engine:
                           need_cap, max_km, eng._resolve_policy(pol))
             rec.state = ReservationState(state)
             eng._records[rid] = rec
+            eng._record_order.append(rec)
             if rec.state in (ReservationState.HELD, ReservationState.CONFIRMED):
                 eng._live_orders[order.id] = rid
             if rec.state is ReservationState.HELD:
@@ -1900,6 +1906,10 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _record_id(rec: _Record) -> str:
+    return rec.id
 
 
 class _Nothing:
