@@ -47,6 +47,21 @@ class _EngineCollector(Collector):
         yield reservations
         yield GaugeMetricFamily("pyomni_request_ids", "Request ids remembered for idempotent retries",
                                 value=stats["request_ids"])
+        journal = self._engine.journal_stats()
+        if journal:
+            # records / commits is the group-commit batch: how many acknowledgements one fsync bought
+            for name, key, doc in (
+                    ("pyomni_journal_records", "records", "Journal records written since the server started"),
+                    ("pyomni_journal_bytes", "bytes", "Journal bytes written since the server started"),
+                    ("pyomni_journal_commits", "commits", "Group commits (one write each) since the server started"),
+                    ("pyomni_journal_fsyncs", "fsyncs", "fdatasync calls of the journal since the server started"),
+                    ("pyomni_journal_segments", "segments", "Journal segment files held"),
+                    ("pyomni_journal_pending_records", "pending", "Records waiting for the writer thread"),
+                    ("pyomni_journal_last_lsn", "last_lsn", "Sequence number of the last record appended"),
+                    ("pyomni_journal_durable_lsn", "durable_lsn", "Sequence number of the last record on disk")):
+                yield GaugeMetricFamily(name, doc, value=journal[key])
+            yield GaugeMetricFamily("pyomni_journal_failed", "1 once a journal write or fsync failed (fatal)",
+                                    value=int(journal["failed"]))
 
 
 class Metrics:

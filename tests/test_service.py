@@ -462,3 +462,18 @@ def test_the_server_snapshots_after_so_many_records_bounding_recovery(tmp_path):
                 break
             time.sleep(0.2)
         assert max(lsns) >= start + 40
+
+
+def test_metrics_expose_the_journal_of_an_engine_on_a_directory(tmp_path):
+    from prometheus_client import generate_latest
+
+    from grpc_server.metrics import Metrics
+
+    net = pyomni.demo_network(stores=8, warehouses=1, skus=5, seed=1)
+    with pyomni.Engine.open(tmp_path, net, fsync="always") as eng:
+        for i in range(5):
+            eng.set_stock(net.ids[i], "SKU-000001", 4, request_id=f"m-{i}")
+        text = generate_latest(Metrics(eng).registry).decode()
+    assert "pyomni_journal_records 5.0" in text and "pyomni_journal_durable_lsn 5.0" in text
+    assert "pyomni_journal_failed 0.0" in text and "pyomni_journal_commits" in text
+    assert "pyomni_journal" not in generate_latest(Metrics(pyomni.Engine(net)).registry).decode()
