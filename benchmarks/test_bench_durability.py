@@ -112,6 +112,27 @@ def _pg_worker(server: Any, case: str, clients: int, i: int, held: list[int]) ->
 
 
 # -- pyomni ------------------------------------------------------------------------------------------
+def _bench_stock(network: pyomni.Network, spread: list[str], hot: str, hot_store: str) -> pa.Table:
+    """ON_HAND of every spread SKU everywhere; the hot SKU at one store only (zero elsewhere)."""
+    rows = [(loc, s, ON_HAND) for loc in network.ids for s in spread]
+    rows += [(loc, hot, 0) for loc in network.ids if loc != hot_store] + [(hot_store, hot, 10 * ON_HAND)]
+    return pa.table({"location": [r[0] for r in rows], "sku": [r[1] for r in rows],
+                     "event": ["set"] * len(rows), "qty": [r[2] for r in rows]})
+
+
+def _hold(router: Any, case: str, order: Any, k: int) -> int:
+    """Op ``k`` of a client: one durable hold, or a batch of them; how many were held.
+
+    ``router`` is a :class:`pyomni.Client` or an :class:`pyomni.Engine`: they route alike.
+    """
+    if case == "batch":
+        orders = [order(k, j) for j in range(BATCH)]
+        answers = router.route_orders(orders, request_ids=[f"r-{o.id}" for o in orders])
+        return sum(1 for a in answers if isinstance(a, pyomni.Allocation) and a.reservation_id)
+    o = order(k)
+    return int(bool(router.route_order(o, request_id=f"r-{o.id}").reservation_id))
+
+
 class PyomniSide:
     """One ``pyomni serve --fsync always`` on a 500-store demo network, stock set for the benchmark."""
 
@@ -126,15 +147,11 @@ class PyomniSide:
         self.hot = skus[-1]
         store = int(pyomni.LocationKind.STORE)
         stores = [x for x, kind in zip(self.network.ids, self.network.kind) if int(kind) == store][:STORES]
-        rows = [(loc, s, ON_HAND) for loc in self.network.ids for s in self.spread]
-        rows += [(loc, self.hot, 0) for loc in self.network.ids] + [(stores[0], self.hot, 10 * ON_HAND)]
         with pyomni.Client(self.server.address, timeout=120) as c:
             # no daily capacity limit: the benchmark holds far more than a day's orders per store
             c.upsert_locations([dataclasses.replace(x, daily_capacity=0) for x in self.network],
                                request_id="bench-capacity")
-            c.apply_stock_events(pa.table({"location": [r[0] for r in rows], "sku": [r[1] for r in rows],
-                                           "event": ["set"] * len(rows), "qty": [r[2] for r in rows]}),
-                                 request_id="bench-stock")
+            c.apply_stock_events(_bench_stock(self.network, self.spread, self.hot, stores[0]), request_id="bench-stock")
         self.cities = list(zip(self.network.lat.tolist(), self.network.lon.tolist()))
 
     def reserved(self, skus: list[str]) -> int:
@@ -151,14 +168,7 @@ class PyomniSide:
             return pyomni.Order(f"{case}-{clients}-{i}-{k}-{j}", [(sku, 1)], destination=(lat, lon))
 
         def op(k: int) -> int:
-            c = state["client"]
-            if case == "batch":
-                orders = [order(k, j) for j in range(BATCH)]
-                answers = c.route_orders(orders, request_ids=[f"r-{o.id}" for o in orders])
-                n = sum(1 for a in answers if isinstance(a, pyomni.Allocation) and a.reservation_id)
-            else:
-                o = order(k)
-                n = int(bool(c.route_order(o, request_id=f"r-{o.id}").reservation_id))
+            n = _hold(state["client"], case, order, k)
             held[i] += n
             return n
 
@@ -178,9 +188,7 @@ class EmbeddedSide:
         self.dir = _disk_dir("pyomni-embedded-")
         self.engine = pyomni.Engine.open(self.dir, network, fsync="always", reservation_ttl=1e9)
         self.engine.upsert_locations([dataclasses.replace(x, daily_capacity=0) for x in network])
-        rows = [(loc, s, ON_HAND) for loc in network.ids for s in spread] + [(stores[0], hot, 10 * ON_HAND)]
-        self.engine.apply_stock_events(pa.table({"location": [r[0] for r in rows], "sku": [r[1] for r in rows],
-                                                 "event": ["set"] * len(rows), "qty": [r[2] for r in rows]}))
+        self.engine.apply_stock_events(_bench_stock(network, spread, hot, stores[0]))
         self.spread, self.hot = spread, hot
         self.cities = list(zip(network.lat.tolist(), network.lon.tolist()))
 
@@ -199,13 +207,7 @@ class EmbeddedSide:
             return pyomni.Order(f"{case}-{clients}-{i}-{k}-{j}", [(sku, 1)], destination=rng.choice(self.cities))
 
         def op(k: int) -> int:
-            if case == "batch":
-                orders = [order(k, j) for j in range(BATCH)]
-                answers = eng.route_orders(orders, request_ids=[f"r-{o.id}" for o in orders])
-                n = sum(1 for a in answers if isinstance(a, pyomni.Allocation) and a.reservation_id)
-            else:
-                o = order(k)
-                n = int(bool(eng.route_order(o, request_id=f"r-{o.id}").reservation_id))
+            n = _hold(eng, case, order, k)
             held[i] += n
             return n
 
