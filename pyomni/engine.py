@@ -513,7 +513,7 @@ class Engine:
                 if prior.command != command:
                     raise errors.RequestIdReused(f"request id {request_id!r} was used for a different request",
                                                  field="request_id")
-                return prior.answer, max(prior.lsn, 0)
+                return prior.answer, prior.lsn
         now = float(self._clock())
         if type(command) is not Expire and self._expiry and self._expiry[0][0] <= now:
             self._commit(Expire(), None)                  # expiry first, as a command (and record) of its own

@@ -312,6 +312,29 @@ def test_a_failed_write_or_fsync_is_fatal_and_recovery_is_all_or_nothing(tmp_pat
     recovered.close()
 
 
+def test_a_batch_is_one_commit_and_fails_as_a_whole(tmp_path, clock, monkeypatch):
+    eng = pyomni.Engine.open(tmp_path / "live", NET, clock=clock, fsync="always")
+    for loc in LOCS:
+        eng.set_stock(loc, "SKU-000001", 5)
+    before = eng.journal_stats()["commits"]
+    answers = eng.route_orders([order(f"b-{i}", near=i) for i in range(10)],
+                               request_ids=[f"rb-{i}" for i in range(10)])
+    assert all(a.reservation_id for a in answers)
+    assert eng.journal_stats()["commits"] - before < 10          # the records of the batch share commits
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "injected")
+
+    monkeypatch.setattr(journal.os, "fdatasync", broken)
+    with pytest.raises(errors.StorageFailed):                   # not ten answers: nothing was acknowledged
+        eng.route_orders([order(f"c-{i}", near=i) for i in range(10)], request_ids=[f"rc-{i}" for i in range(10)])
+    monkeypatch.undo()
+    recovered = pyomni.Engine.open(crash_image(eng, tmp_path / "crashed"), clock=clock)
+    assert all(recovered.remembered(f"rb-{i}") == answers[i] for i in range(10))
+    recovered.check_invariants()
+    recovered.close()
+
+
 # -- a crash at a random record boundary or inside a record ------------------------------------
 class CrashAnywhere(RuleBasedStateMachine):
     """Random commands; at random moments a crash image cut at a random byte must recover exactly the
