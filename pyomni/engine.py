@@ -180,9 +180,26 @@ class _Remembered(NamedTuple):
     """An answered request in the idempotency window."""
 
     command: Command
-    answer: Any
+    answer: Any       # the answer, or while replaying a _Later that builds it when first asked for
     lsn: int          # the journal record that made the answer durable (0: none needed)
     at: float         # the command's time, for eviction by age
+
+    def value(self) -> Any:
+        answer = self.answer
+        return answer.build() if type(answer) is _Later else answer
+
+
+class _Later:
+    """An answer replay does not build until somebody asks (a retry, :meth:`Engine.remembered`, a snapshot).
+
+    Most remembered answers are never asked for again, and building them (shipments, lines, costs as
+    objects) was a quarter of replay. ``build`` reads only values that never change afterwards.
+    """
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
 
 
 class _ParsedOrder:
@@ -349,6 +366,7 @@ class Engine:
         self._closed = False
         self._snapshot_lock = threading.Lock()          # one snapshot at a time
         self._parsed: _ParsedOrder | None = None        # handed from a routing decider to its applier
+        self._replaying = False                         # appliers may answer with a _Later
 
     # -- configuration -------------------------------------------------------------
     @property
@@ -513,7 +531,7 @@ class Engine:
                 if prior.command != command:
                     raise errors.RequestIdReused(f"request id {request_id!r} was used for a different request",
                                                  field="request_id")
-                return prior.answer, prior.lsn
+                return prior.value(), prior.lsn
         now = float(self._clock())
         if type(command) is not Expire and self._expiry and self._expiry[0][0] <= now:
             self._commit(Expire(), None)                  # expiry first, as a command (and record) of its own
@@ -563,8 +581,9 @@ class Engine:
         """
         n = 0
         start = last = time.perf_counter()
-        with _gc_paused():
-            with self._lock:
+        with _gc_paused(), self._lock:
+            self._replaying = True
+            try:
                 for lsn, payload in records:
                     self._replay_record(lsn, payload)
                     n += 1
@@ -575,6 +594,8 @@ class Engine:
                         log.info(f"replaying the journal: {n:,}{'' if total is None else f' of {total:,}'} "
                                  f"records ({rate:,.0f}/s{left})",
                                  extra={"replayed": n, "total": total, "lsn": lsn})
+            finally:
+                self._replaying = False
         return n
 
     def _replay_record(self, lsn: int, payload: bytes | memoryview) -> None:
@@ -1006,7 +1027,7 @@ class Engine:
         return self._stock_level(src, s), self._stock_level(dst, s)
 
     def _apply_hold(self, command: RouteOrder | ReservePlan, effect: Hold | Unfilled, now: float,
-                    request_id: str | None) -> Allocation:
+                    request_id: str | None) -> Allocation | _Later:
         order = command.order
         pol = self._resolve_policy(command.policy)
         if isinstance(effect, Unfilled):
@@ -1027,8 +1048,14 @@ class Engine:
         self._record_order.append(rec)
         self._live_orders[order.id] = rid
         heapq.heappush(self._expiry, (expires_at, seq, rid))
+        if self._replaying:
+            return _Later(lambda: self._held_answer(order, rid, ships, expires_at, pol, effect.split_reason))
+        return self._held_answer(order, rid, ships, expires_at, pol, effect.split_reason)
+
+    def _held_answer(self, order: Order, rid: str, ships: list[tuple], expires_at: float, pol: RoutingPolicy,
+                     split_reason: int) -> Allocation:
         out = self._shipments(ships)
-        expl = Explanation("recorded", len(out), {}, (), len(out) > 1, _SPLIT_REASONS[effect.split_reason], pol.key)
+        expl = Explanation("recorded", len(out), {}, (), len(out) > 1, _SPLIT_REASONS[split_reason], pol.key)
         return Allocation(order.id, AllocationStatus.ALLOCATED, rid, out, sum(sh.cost.total for sh in out), (), expl,
                           expires_at)
 
@@ -1044,9 +1071,13 @@ class Engine:
             check_status(self._ledger.add_load(ship[0], 1, 0))
         return ships
 
-    def _apply_end(self, command: EndReservation, effect: None, now: float, request_id: str | None) -> Reservation:
+    def _apply_end(self, command: EndReservation, effect: None, now: float,
+                   request_id: str | None) -> Reservation | _Later:
         rec = self._held(command.reservation_id)
         self._end(rec, ReservationState(command.state))
+        if self._replaying:            # the record's state, shipments and exclusions are replaced, never changed
+            state, ships, excluded = rec.state, rec.shipments, rec.excluded
+            return _Later(lambda: self._public(rec, state, ships, excluded))
         return self._public(rec)
 
     def _apply_reroute(self, command: Reroute, effect: Rerouted, now: float, request_id: str | None) -> Allocation:
@@ -1385,10 +1416,13 @@ class Engine:
         return ships
 
     # -- queries -------------------------------------------------------------------
-    def _public(self, rec: _Record) -> Reservation:
-        return Reservation(rec.id, rec.request_id, rec.order.id, rec.order.channel, rec.state,
-                           self._shipments(rec.shipments), rec.created_at, rec.expires_at,
-                           tuple(self._loc_ids[i] for i in sorted(rec.excluded)))
+    def _public(self, rec: _Record, state: ReservationState | None = None, ships: list[tuple] | None = None,
+                excluded: frozenset[int] | None = None) -> Reservation:
+        """The public view of a record: as it is now, or as it was (its state, shipments and exclusions then)."""
+        return Reservation(rec.id, rec.request_id, rec.order.id, rec.order.channel,
+                           rec.state if state is None else state,
+                           self._shipments(rec.shipments if ships is None else ships), rec.created_at, rec.expires_at,
+                           tuple(self._loc_ids[i] for i in sorted(rec.excluded if excluded is None else excluded)))
 
     def reservation(self, reservation_id: str) -> Reservation:
         """One reservation by id (any state)."""
@@ -1424,7 +1458,7 @@ class Engine:
         """
         with self._lock:
             entry = self._requests.get(request_id)
-            return None if entry is None else entry.answer
+            return None if entry is None else entry.value()
 
     def _stock_level(self, loc: int, s: int) -> StockLevel:
         cell = self._ledger.cell(loc, s)
@@ -1612,7 +1646,7 @@ class Engine:
 
     @staticmethod
     def _snapshot_records(data: snapshot.SnapshotData) -> None:
-        """Outside the lock: the captured records as the snapshot's plain tuples."""
+        """Outside the lock: the captured records as the snapshot's plain tuples, every answer built."""
         registered = {id(p) for p in data.policies}
 
         def policy_ref(pol: RoutingPolicy) -> str | RoutingPolicy:
@@ -1623,6 +1657,9 @@ class Engine:
              tuple((s[0], s[1], s[2], s[3], s[5]) for s in ships), tuple(sorted(excluded)), r.need_cap, r.max_km,
              policy_ref(r.policy))
             for r, state, ships, excluded in data.reservations]
+        # answers replay left unbuilt are built here, outside the lock (they read only unchanging values)
+        data.requests = [(rid, lsn, at, command, answer.build() if type(answer) is _Later else answer)
+                         for rid, lsn, at, command, answer in data.requests]
 
     def save(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write a snapshot of the whole engine; returns its path.

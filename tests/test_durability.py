@@ -150,6 +150,18 @@ def test_replay_from_the_first_record_gives_the_identical_state(tmp_path, clock)
     assert fingerprint(pyomni.Engine.load(tmp_path / "part", clock=clock), ids2) == live
 
 
+def test_answers_replay_left_unbuilt_reach_the_next_snapshot_intact(tmp_path, clock):
+    with pyomni.Engine.open(tmp_path, NET, clock=clock, reservation_ttl=600.0, fsync="never") as eng:
+        ids = workload(eng, clock)
+        expected = fingerprint(eng, ids)
+    with pyomni.Engine.open(tmp_path, clock=clock) as replayed:     # answers rebuilt lazily by the replay
+        replayed.save()                                              # ... and built for the snapshot
+    with pyomni.Engine.open(tmp_path, clock=clock) as again:        # now from that snapshot alone
+        newest = max(int(p.name) for p in (tmp_path / "snapshots").iterdir() if p.name.isdigit())
+        assert newest == expected[3]                                 # nothing left to replay after it
+        assert fingerprint(again, ids) == expected
+
+
 def test_replay_does_not_decide_again(tmp_path, clock, monkeypatch):
     """Change the router after the fact: recovery still gives the recorded plan."""
     eng = pyomni.Engine.open(tmp_path / "live", NET, clock=clock, fsync="always")
