@@ -47,6 +47,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import dataclasses
+import functools
 import gc
 import hashlib
 import heapq
@@ -1048,8 +1049,8 @@ class Engine:
         self._record_order.append(rec)
         self._live_orders[order.id] = rid
         heapq.heappush(self._expiry, (expires_at, seq, rid))
-        if self._replaying:
-            return _Later(lambda: self._held_answer(order, rid, ships, expires_at, pol, effect.split_reason))
+        if self._replaying:       # a partial, not a closure: one object per remembered answer, not five
+            return _Later(functools.partial(self._held_answer, order, rid, ships, expires_at, pol, effect.split_reason))
         return self._held_answer(order, rid, ships, expires_at, pol, effect.split_reason)
 
     def _held_answer(self, order: Order, rid: str, ships: list[tuple], expires_at: float, pol: RoutingPolicy,
@@ -1076,8 +1077,7 @@ class Engine:
         rec = self._held(command.reservation_id)
         self._end(rec, ReservationState(command.state))
         if self._replaying:            # the record's state, shipments and exclusions are replaced, never changed
-            state, ships, excluded = rec.state, rec.shipments, rec.excluded
-            return _Later(lambda: self._public(rec, state, ships, excluded))
+            return _Later(functools.partial(self._public, rec, rec.state, rec.shipments, rec.excluded))
         return self._public(rec)
 
     def _apply_reroute(self, command: Reroute, effect: Rerouted, now: float, request_id: str | None) -> Allocation:
