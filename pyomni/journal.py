@@ -56,6 +56,7 @@ Examples
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import logging
@@ -65,6 +66,7 @@ import re
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +124,22 @@ _LENGTH_CRC_CACHE_MAX = 4096
 
 def _segment_name(first_lsn: int) -> str:
     return f"{first_lsn:020d}.seg"
+
+
+# -- journals left open at interpreter exit ----------------------------------------------------------
+# The writer is a daemon thread (a forgotten journal must not keep a process alive), so whatever it
+# had not written when the interpreter exits would be lost: with fsync "never" or "interval" that is
+# the last milliseconds a clean exit of an embedding program acknowledged. Close them first.
+_OPEN_JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_journals() -> None:
+    for journal in list(_OPEN_JOURNALS):
+        try:
+            journal.close()
+        except errors.PyomniError as exc:
+            logger.error("could not close journal %s at exit: %s", journal.directory, exc)
 
 
 # -- scanning (shared by open, verify and truncate) ----------------------------------------------
@@ -630,6 +648,7 @@ class Journal:
 
         self._thread = threading.Thread(target=self._run, name=f"pyomni-journal-writer:{directory}", daemon=True)
         self._thread.start()
+        _OPEN_JOURNALS.add(self)
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -1146,6 +1165,7 @@ class Journal:
                 pass  # the data was synced (or the journal failed): nothing left to lose here
             self._fd = -1
         _unlock_directory(self._lock_fd)
+        _OPEN_JOURNALS.discard(self)
         with self._lock:
             self._closed = True
             if self._failure is not None and self._durable_lsn < self._last_lsn:

@@ -499,3 +499,20 @@ def test_journal_truncate_refuses_to_cut_below_a_snapshot(tmp_path, clock, capsy
     (segment,) = (tmp_path / "journal").glob("*.seg")
     assert main(["journal", "truncate", str(tmp_path), "--segment", segment.name, "--offset", "16", "--yes"]) == 1
     assert "move them out" in capsys.readouterr().err
+
+
+def test_a_clean_exit_without_close_loses_nothing_even_with_fsync_never(tmp_path):
+    """The writer is a daemon thread; journals still open at interpreter exit are flushed first."""
+    import subprocess
+    import sys
+
+    script = f"""
+import pyomni
+net = pyomni.demo_network(stores=20, warehouses=1, skus=30, seed=5)
+eng = pyomni.Engine.open({str(tmp_path)!r}, net, fsync="never")
+for i in range(2000):
+    eng.set_stock(net.ids[i % 21], "SKU-000001", i % 9 + 1, request_id=f"x-{{i}}")
+"""                                                                  # no close(): the program just ends
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    with pyomni.Engine.open(tmp_path) as eng:
+        assert eng.state().lsn == 2000 and eng.remembered("x-1999").on_hand == 1999 % 9 + 1
