@@ -18,6 +18,21 @@ Commands whose application decides nothing (stock events, opening a
 location, a new day, ...) have no separate effect (``None``): the command is
 applied as it is, by the same function live and in replay.
 
+Adding a command (flash-sale claims, store actions, ...):
+
+1. a frozen dataclass here, with plain fields, and its effect type if it
+   decides something; register both at the bottom with new codes (codes are
+   on disk: never renumber);
+2. in ``pyomni/engine.py`` a decider ``_decide_x(command, now) -> (effect,
+   explanation)`` that reads the state and raises typed errors without
+   changing anything, and an applier ``_apply_x(command, effect, now,
+   request_id) -> answer`` that is the only code changing state and decides
+   nothing (replay calls it with the recorded effect); an entry in
+   ``_HANDLERS``; a thin public method that validates its arguments and calls
+   ``self._execute(command, request_id)``;
+3. the command in ``workload`` of ``tests/test_durability.py``, so that
+   crash images, replay and snapshots are checked for it.
+
 Examples
 --------
 >>> from pyomni.commands import StockCommand
