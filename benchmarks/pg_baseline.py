@@ -131,7 +131,7 @@ def _server_user() -> str | None:
             pwd.getpwnam(name)
             return name
         except KeyError:
-            pass
+            pass  # no such user: try the next candidate
     subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", BENCH_USER],
                    check=True, capture_output=True)
     return BENCH_USER

@@ -538,7 +538,7 @@ def _create_segment(directory: Path, first_lsn: int) -> tuple[int, Path]:
         try:
             os.unlink(tmp)
         except OSError:
-            pass
+            pass  # best effort: a stale .tmp is deleted at the next open anyway
         raise
     return fd, path
 
