@@ -1801,6 +1801,11 @@ class Engine:
             snapshot.write(root / "snapshots", data0)
         else:
             eng = cls._from_snapshot(data, clock=clock, native=native)
+            if network is not None or options:
+                # the directory's own state and configuration win; say so rather than ignore it silently
+                log.warning("opening an existing data directory: its own network and configuration are used",
+                            extra={"data_dir": str(root),
+                                   "ignored": sorted([*options, *(["network"] if network is not None else [])])})
         journal = Journal.open(root / "journal", fsync=fsync, interval_ms=interval_ms, segment_bytes=segment_bytes,
                                after_lsn=eng._lsn)
         try:

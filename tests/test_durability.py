@@ -516,3 +516,13 @@ for i in range(2000):
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     with pyomni.Engine.open(tmp_path) as eng:
         assert eng.state().lsn == 2000 and eng.remembered("x-1999").on_hand == 1999 % 9 + 1
+
+
+def test_an_existing_directory_keeps_its_configuration_and_says_so(tmp_path, clock, caplog):
+    with pyomni.Engine.open(tmp_path, NET, clock=clock, reservation_ttl=60.0, fsync="never"):
+        pass
+    with pyomni.Engine.open(tmp_path, NET, clock=clock, reservation_ttl=999.0) as eng:
+        eng.set_stock(LOCS[0], "SKU-000001", 2)
+        assert eng.route_order(order("o-1")).expires_at == clock.now + 60.0
+    assert any("existing data directory" in r.getMessage() and r.ignored == ["network", "reservation_ttl"]
+               for r in caplog.records)
