@@ -66,7 +66,7 @@ BATCH = 100
 STORES = 500
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = REPO / "reports"
-CASES = [("unary", 1), ("unary", 8), ("unary", 64), ("batch", 1), ("batch", 8), ("hot", 8)]
+CASES = [("unary", 1), ("unary", 8), ("unary", 64), ("batch", 1), ("batch", 8), ("batch", 64), ("hot", 8)]
 RESULTS: dict[tuple[str, int], dict[str, LoadResult]] = {}
 EXTRA: dict[str, Any] = {}
 
