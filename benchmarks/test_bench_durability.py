@@ -401,7 +401,7 @@ def _plot(rows: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.6))
     labels = [f"{x['case']}\n{x['clients']} client{'s' if x['clients'] > 1 else ''}" for x in rows]
     xs = range(len(rows))
     w = 0.27
@@ -414,7 +414,7 @@ def _plot(rows: list[dict[str, Any]]) -> None:
     left.set_title("Throughput, fsync on every acknowledgement")
     left.legend()
     for i, x in enumerate(rows):
-        left.annotate(f"{x['ratio']:.2f}x", (i, x["pyomni_rate"]), ha="center", va="bottom", fontsize=7)
+        left.annotate(f"{x['ratio']:.2f}x", (i, x["pyomni_rate"]), ha="center", va="bottom", fontsize=6.5)
         left.annotate(f"{x['embedded_ratio']:.2f}x", (i + w, x["embedded_rate"]), ha="center", va="bottom",
                       fontsize=7)
     for off, key, color, label in ((-w, "pg", "#7f8c8d", "PostgreSQL"), (0, "pyomni", "#2e86de", "pyomni gRPC"),
