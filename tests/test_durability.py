@@ -520,7 +520,7 @@ for i in range(2000):
 
 def test_an_existing_directory_keeps_its_configuration_and_says_so(tmp_path, clock, caplog):
     with pyomni.Engine.open(tmp_path, NET, clock=clock, reservation_ttl=60.0, fsync="never"):
-        pass
+        pass                         # a new directory, made durable as it opens
     with pyomni.Engine.open(tmp_path, NET, clock=clock, reservation_ttl=999.0) as eng:
         eng.set_stock(LOCS[0], "SKU-000001", 2)
         assert eng.route_order(order("o-1")).expires_at == clock.now + 60.0
