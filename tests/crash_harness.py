@@ -25,6 +25,11 @@ The workload is built so that the expected state is known *exactly*:
   request id), ``route_order`` of 1-2 own SKUs, ``route_orders`` batches of 2-5
   orders (one request id each), ``confirm`` / ``release`` of an own HELD
   reservation.
+* The harness itself sends one large atomic stock-event batch (``batch_events``
+  receives over cells of SKUs no client owns) 0-40 ms before each kill, so every
+  kill lands while a call is out; after the restart those cells must hold
+  exactly the units of the acknowledged batches, or that plus the whole
+  interrupted batch -- never part of it.
 
 After every restart, for each client (in parallel, the clients are independent):
 
@@ -72,6 +77,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 import pyomni
 from grpc_server.launch import ServerProcess
 from pyomni import errors
@@ -101,6 +108,10 @@ class HarnessConfig:
     skus: int = 50
     network_seed: int = 3
     skus_per_client: int = 4
+    #: the harness's own atomic batch, sent just before every kill: receive events on every location
+    #: for the catalogue's first ``batch_skus`` SKUs (no client's), ``batch_events`` events in all
+    batch_skus: int = 4
+    batch_events: int = 40_000
     run_min_s: float = 0.2
     run_max_s: float = 1.5
     #: drawn per cycle; both must lose nothing on kill -9 of the process
@@ -478,6 +489,19 @@ class Harness:
         skus = list(net.skus)[-config.clients * per:]
         self.models = [ClientModel(i, skus[i * per:(i + 1) * per], locations, config.seed)
                        for i in range(config.clients)]
+        if config.batch_skus < 1 or config.batch_skus + config.clients * per > len(net.skus):
+            raise ValueError(f"{config.batch_skus} batch SKUs do not fit beside the clients' SKUs")
+        # The harness's own batch: a large atomic stock-event batch on cells no client touches, sent
+        # just before each kill, so that every kill lands while a call is out, and the call it lands on
+        # is one whose all-or-nothing application the restart can check exactly (units add up by N or 0).
+        self.batch_skus = list(net.skus)[:config.batch_skus]
+        cells = [(loc.id, sku) for loc in net for sku in self.batch_skus]
+        repeat = max(1, config.batch_events // len(cells))
+        self.batch_table = pa.table({"location": [c[0] for c in cells] * repeat,
+                                     "sku": [c[1] for c in cells] * repeat,
+                                     "event": ["receive"] * (len(cells) * repeat), "qty": [1] * (len(cells) * repeat)})
+        self.batch_units: int | None = None    # units on hand in those cells, as acknowledged batches make it
+        self.batch_pending = 0                 # units of the batch the last kill interrupted (fate unknown)
         self.setup: list[Op] = []            # harness-wide acknowledged operations (the capacity upsert)
         self.rid_owner: dict[str, str] = {}  # every reservation id ever acknowledged -> its order id
         self.max_rid = 0                     # the highest id the last recovered server held
@@ -531,6 +555,35 @@ class Harness:
         with self.lock:
             self.summary.cells_checked += len(out)
         return out
+
+    def _batch_units(self, client: pyomni.Client) -> int:
+        return sum(v[0] for v in self._read_cells(client, self.batch_skus).values())
+
+    def _send_batch(self, answered: threading.Event, failed: list[str]) -> None:
+        try:
+            with self._connect() as client:
+                client.apply_stock_events(self.batch_table, request_id=f"harness-batch-{self.cycle}")
+        except Exception as exc:              # noqa: BLE001 -- the kill ends it; anything else is reported
+            failed.append(f"{type(exc).__name__}: {exc}")
+            return
+        answered.set()
+
+    def _check_batch(self, client: pyomni.Client) -> None:
+        """The batch the last kill interrupted was applied wholly or not at all."""
+        if self.batch_units is None:
+            return
+        got = self._batch_units(client)
+        outcomes = {self.batch_units: "harness batch not applied",
+                    self.batch_units + self.batch_pending: "harness batch applied"}
+        if got not in outcomes:
+            self.violation(None, "batch half-applied",
+                           f"{got} units on hand in the batch cells; expected {self.batch_units} or "
+                           f"{self.batch_units + self.batch_pending}")
+        elif self.batch_pending:
+            with self.lock:
+                self.summary.in_flight[outcomes[got]] += 1
+        self.batch_units = got
+        self.batch_pending = 0
 
     @staticmethod
     def _diff(got: dict, want: dict, limit: int = 6) -> str:
@@ -588,6 +641,7 @@ class Harness:
             self.violation(None, "setup failed", f"{type(exc).__name__}: {exc}", op)
             return False
         self.setup.append(op)
+        self.batch_units = self._batch_units(client)
         with self.lock:
             self.summary.acked[op.kind] += 1
         return True
@@ -630,6 +684,13 @@ class Harness:
         wait_until = time.monotonic() + 1.0           # kill while a call is out (it nearly always is)
         while not any(m.calling for m in live) and time.monotonic() < wait_until:
             time.sleep(0.0002)
+        # ... and while the harness's own large batch is out: sent now, killed within 0-40 ms of it
+        batch_answered = threading.Event()
+        batch_failed: list[str] = []
+        batch = threading.Thread(target=self._send_batch, args=(batch_answered, batch_failed),
+                                 name="crash-batch", daemon=True)
+        batch.start()
+        time.sleep(self.rng.uniform(0.0, 0.04))
         killed.set()
         if self.server.process is not None and self.server.process.poll() is not None:
             self.violation(None, "server died before the kill", f"exit status {self.server.process.returncode}")
@@ -638,14 +699,24 @@ class Harness:
         # taken once the signal is sent: a call started before this instant and not answered was out
         # when the server died, whether it went out before or after the decision to kill
         t_kill = time.monotonic()
+        batch_out = not batch_answered.is_set()
         status = self.server.kill()                     # reaps it (the second SIGKILL is a no-op)
+        batch.join(self.config.call_timeout_s + 5)
+        if batch_out:
+            self.batch_pending = self.batch_table.num_rows
+        elif self.batch_units is not None:             # answered before the kill: acknowledged
+            self.batch_units += self.batch_table.num_rows
+            with self.lock:
+                self.summary.acked["harness batch"] += 1
+        if batch_failed and not batch_out:
+            self.violation(None, "error while the server was up", batch_failed[0])
         for t in threads:
             t.join(self.config.call_timeout_s + 5)
             if t.is_alive():
                 self.violation(None, "client hung", f"{t.name} still running after the kill")
         for client in clients:
             client.close()
-        at_kill = after = 0
+        at_kill, after = int(batch_out), 0
         for m in live:
             if m.in_flight is not None:
                 m.in_flight.at_kill = m.in_flight.started < t_kill
@@ -826,6 +897,7 @@ class Harness:
                     self.max_rid = max([self.max_rid] + [_rid_number(rid) for m in self.models
                                                          for rid in m.reservations])
                 self._read_cells(client, self.network.skus)        # invariants on every cell
+                self._check_batch(client)
         except errors.PyomniError as exc:
             self.violation(None, "verification call failed", f"{type(exc).__name__}: {exc}")
         for m in self.models:
@@ -945,6 +1017,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skus", type=int, default=d.skus)
     p.add_argument("--network-seed", type=int, default=d.network_seed)
     p.add_argument("--skus-per-client", type=int, default=d.skus_per_client)
+    p.add_argument("--batch-skus", type=int, default=d.batch_skus)
+    p.add_argument("--batch-events", type=int, default=d.batch_events)
     p.add_argument("--run-min-s", type=float, default=d.run_min_s)
     p.add_argument("--run-max-s", type=float, default=d.run_max_s)
     p.add_argument("--fsync-modes", type=lambda t: tuple(t.split(",")), default=d.fsync_modes,

@@ -37,14 +37,12 @@ def test_nothing_answered_is_lost(summary):
     assert summary.reservations_checked > 0 and summary.cells_checked > 0
 
 
-def test_the_kills_land_while_calls_are_in_flight(summary):
+def test_every_cycle_killed_the_server_with_calls_in_flight(summary):
     assert summary.cycles == CYCLES, summary.stopped_early
     assert [r.exit_status for r in summary.records] == [-9] * CYCLES
-    # The harness kills only once a call is out, but on a loaded machine (seen with two busy loops
-    # beside the test) every outstanding call can be answered between that check and the signal, the
-    # clients not yet having sent their next ones: mid-call kills in nearly every cycle, not each.
-    mid_call = [r.in_flight_at_kill for r in summary.records]
-    assert sum(n >= 1 for n in mid_call) >= 0.8 * CYCLES, mid_call
+    assert all(r.in_flight_at_kill >= 1 for r in summary.records), [r.in_flight_at_kill for r in summary.records]
+    # the harness's own large batch, interrupted by most kills, came back whole or not at all
+    assert summary.in_flight["harness batch applied"] + summary.in_flight["harness batch not applied"] > 0
     # each in-flight op was retried after the restart and its fate classified
     assert sum(summary.in_flight.values()) == summary.in_flight_at_kill + summary.sent_after_kill > 0
     assert all(summary.acked[k] > 0 for k in KINDS), summary.acked
