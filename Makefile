@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup build test serve demo bench lint clean postgres
+.PHONY: setup build test serve demo bench lint clean postgres redis
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ postgres:
 	else \
 		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
+	fi
+
+# Redis for the flash-sale claim benchmarks' baseline (benchmarks/redis_baseline.py), from Debian's packages;
+# does nothing when redis-server is already on PATH (or in /usr/bin). Independent of .venv.
+redis:
+	@if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then \
+		echo "Redis already installed: $$(command -v redis-server || echo /usr/bin/redis-server)"; \
+	else \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
 	fi
 
 clean:

@@ -28,9 +28,9 @@ CORE = ROOT / "core"
 STAGE = ROOT / "build" / "cython_include"
 DEBUG = os.environ.get("PYOMNI_DEBUG") == "1"
 
-MODULES = ["geo", "ledger", "router"]      # order = dependency order
+MODULES = ["geo", "ledger", "router", "flash"]      # order = dependency order
 PXD_ONLY = ["status"]
-PROTOS = ["types", "inventory", "routing", "diagnostics"]   # proto/pyomni/v1/<name>.proto
+PROTOS = ["types", "inventory", "routing", "diagnostics", "selling"]   # proto/pyomni/v1/<name>.proto
 
 
 def generate_protos() -> None:

@@ -40,14 +40,11 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from scratch import default_base_dir
 
-REPO = Path(__file__).resolve().parent.parent
-# used instead of the system temporary directory when that is in memory (tmpfs): fsync must hit a disk
-REPO_TMP = REPO / ".bench-tmp"
 BENCH_USER = "pyomnibench"
 DB_USER = "bench"
 _BINARIES = ("initdb", "pg_ctl", "postgres")
-_MEMORY_FS = {"tmpfs", "ramfs", "devtmpfs"}
 
 # the settings the baseline runs with; the durability ones are PostgreSQL's defaults, stated explicitly
 SETTINGS: dict[str, str] = {
@@ -89,33 +86,6 @@ def find_postgres() -> Path | None:
             if _has_binaries(bindir):
                 return bindir
     return None
-
-
-def _is_memory_fs(path: Path) -> bool:
-    """Whether ``path`` lives on tmpfs/ramfs, judged from the longest matching mount point (Linux)."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return False
-    path = path.resolve()
-    best, fstype = -1, ""
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount = fields[1].replace("\\040", " ")
-        if (path == Path(mount) or Path(mount) in path.parents) and len(mount) > best:
-            best, fstype = len(mount), fields[2]
-    return fstype in _MEMORY_FS
-
-
-def default_base_dir() -> Path:
-    """Where server directories go: the system temporary directory, unless it is in memory (then ``.bench-tmp``)."""
-    tmp = Path(tempfile.gettempdir())
-    if _is_memory_fs(tmp):
-        REPO_TMP.mkdir(exist_ok=True)
-        return REPO_TMP
-    return tmp
 
 
 def _server_user() -> str | None:

@@ -15,6 +15,9 @@ cdef enum Status:
     ST_UNKNOWN_SKU = 6          # SKU index out of range
     ST_NO_MEMORY = 7            # allocation failed; nothing was changed
     ST_INVARIANT = 8            # an internal invariant does not hold (a bug)
+    ST_SOLD_OUT = 9             # a flash sale's global quota is short of the claim
+    ST_STORE_QUOTA = 10         # the store's quota is short (or every store in reach is)
+    ST_CUSTOMER_LIMIT = 11      # the customer would pass the sale's per-customer limit
 
 cdef enum:
     # Largest quantity a cell, an event or a line may carry; fits int32 with headroom

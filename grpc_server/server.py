@@ -55,9 +55,12 @@ from pyomni.v1 import (
     inventory_pb2_grpc,
     routing_pb2,
     routing_pb2_grpc,
+    selling_pb2,
+    selling_pb2_grpc,
 )
 
 from .metrics import Metrics, MetricsInterceptor
+from .selling import FlashSaleServicer
 from .servicers import DiagnosticsServicer, InventoryServicer, RoutingServicer
 
 __all__ = ["ServerConfig", "create_server", "serve", "SERVICE_NAMES"]
@@ -69,6 +72,7 @@ SERVICE_NAMES = (
     inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
     routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name,
     diagnostics_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"].full_name,
+    selling_pb2.DESCRIPTOR.services_by_name["FlashSaleService"].full_name,
 )
 
 
@@ -92,8 +96,10 @@ class ServerConfig:
     expire_every_s : float
         Seconds between runs of the expiry sweeper (holds also expire before every command).
     workers : int
-        Handler threads. Decisions serialise on the engine lock, so a few suffice;
-        more only help callers that hold streams open.
+        Handler threads. Decisions serialise on the engine lock, but a thread
+        waiting for its batch's fsync costs nothing, and concurrent unary claims
+        are batched only as far as there are threads to carry them (64: a burst
+        of 64 members costs one commit).
     max_message_bytes : int
         Largest request or response (a 10,000-order batch is about 2 MB).
     metrics_port : int
@@ -115,7 +121,7 @@ class ServerConfig:
     fsync: str = "always"
     fsync_interval_ms: float = 5.0
     expire_every_s: float = 1.0
-    workers: int = 8
+    workers: int = 64
     max_message_bytes: int = 16 * 1024 * 1024
     metrics_port: int = 9464
     snapshot_every_s: float = 60.0
@@ -127,7 +133,7 @@ class ServerConfig:
     seed: int = 7
 
 
-def create_server(address: str, engine: Engine, *, workers: int = 8, max_message_bytes: int = 16 * 1024 * 1024,
+def create_server(address: str, engine: Engine, *, workers: int = 64, max_message_bytes: int = 16 * 1024 * 1024,
                   metrics: Metrics | None = None,
                   health_servicer: health.HealthServicer | None = None) -> tuple[grpc.Server, int]:
     """A gRPC server (not yet started) serving ``engine``, and the port it bound.
@@ -170,6 +176,7 @@ def create_server(address: str, engine: Engine, *, workers: int = 8, max_message
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(engine), server)
     diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server(DiagnosticsServicer(), server)
+    selling_pb2_grpc.add_FlashSaleServiceServicer_to_server(FlashSaleServicer(engine), server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

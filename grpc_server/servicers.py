@@ -93,6 +93,17 @@ def _decode_token(token: str) -> str | None:
     return text[len(_TOKEN_PREFIX):]
 
 
+def stream_batches(handle: Callable[[Any], Any], request_iterator: Iterator[Any],
+                   context: grpc.ServicerContext) -> Iterator[Any]:
+    """A bidirectional stream of batches: each message answered in order; a bad message ends the call
+    with its status (the messages before it stay answered and applied)."""
+    for i, request in enumerate(request_iterator):
+        try:
+            yield handle(request)
+        except errors.PyomniError as exc:
+            abort_with(context, type(exc)(f"message {i}: {exc}", field=exc.field))
+
+
 class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     """``pyomni.v1.InventoryService`` over an :class:`~pyomni.Engine`."""
 
@@ -243,11 +254,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def RouteOrderStream(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         # one message per batch: per-message stream overhead in grpcio is about that of a unary call,
         # so a stream of single orders is no faster than unary calls (measured); batches amortise it
-        for i, request in enumerate(request_iterator):
-            try:
-                yield self._batch(request)
-            except errors.PyomniError as exc:
-                abort_with(context, type(exc)(f"message {i}: {exc}", field=exc.field))
+        return stream_batches(self._batch, request_iterator, context)
 
     @_rpc
     def ConfirmReservation(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -35,6 +35,8 @@ STATUS_CODES: dict[type[errors.PyomniError], grpc.StatusCode] = {
     errors.UnknownLocation: _C.NOT_FOUND,
     errors.UnknownReservation: _C.NOT_FOUND,
     errors.UnknownPolicy: _C.NOT_FOUND,
+    errors.UnknownSale: _C.NOT_FOUND,
+    errors.UnknownClaim: _C.NOT_FOUND,
     errors.FailedPrecondition: _C.FAILED_PRECONDITION,
     errors.InsufficientStock: _C.FAILED_PRECONDITION,
     errors.StockReserved: _C.FAILED_PRECONDITION,
@@ -42,6 +44,11 @@ STATUS_CODES: dict[type[errors.PyomniError], grpc.StatusCode] = {
     errors.ReservationNotHeld: _C.FAILED_PRECONDITION,
     errors.RequestIdReused: _C.FAILED_PRECONDITION,
     errors.CapabilityMissing: _C.FAILED_PRECONDITION,
+    # a claim refused for quota or stock: the state says no, and retrying will not change that
+    errors.SaleNotActive: _C.FAILED_PRECONDITION,
+    errors.SoldOut: _C.FAILED_PRECONDITION,
+    errors.StoreQuotaExhausted: _C.FAILED_PRECONDITION,
+    errors.CustomerLimitReached: _C.FAILED_PRECONDITION,
     errors.OutOfMemory: _C.RESOURCE_EXHAUSTED,
     errors.InvariantViolation: _C.INTERNAL,
     errors.StorageFailed: _C.UNAVAILABLE,      # the server stops taking writes; a retry after restart is safe

@@ -14,6 +14,7 @@ True
 from . import errors
 from .demo import demo_network, demo_orders, demo_stock
 from .engine import Engine, config, set_config
+from .flash import Claim, ClaimResults, FlashSale, SaleCounters, SaleState, StoreCounters
 from .model import (
     MAX_EXCLUDED,
     MAX_LINES,
@@ -60,6 +61,12 @@ __all__ = [
     "RoutingPolicy",
     "DEFAULT_POLICY",
     "ChannelRule",
+    "FlashSale",
+    "SaleState",
+    "SaleCounters",
+    "StoreCounters",
+    "Claim",
+    "ClaimResults",
     "config",
     "set_config",
     "demo_network",

@@ -34,6 +34,7 @@ import pyarrow as pa
 from grpc_status import rpc_status
 
 from . import errors
+from .flash import Claim, FlashSale, SaleCounters
 from .model import (
     Allocation,
     Line,
@@ -52,19 +53,27 @@ from .v1 import (
     inventory_pb2_grpc,
     routing_pb2,
     routing_pb2_grpc,
+    selling_pb2,
+    selling_pb2_grpc,
     types_pb2,
 )
 from .wire import (
     ERROR_DOMAIN,
     allocation_from_pb,
+    claim_batch_request,
+    claim_from_pb,
+    claim_results_from_pb,
     error_class,
     events_to_pb,
+    flash_sale_from_pb,
+    flash_sale_to_pb,
     location_to_pb,
     nearby_from_pb,
     order_to_pb,
     pickup_from_pb,
     reservation_from_pb,
     reservation_state_to_pb,
+    sale_counters_from_pb,
     stock_level_from_pb,
 )
 
@@ -76,6 +85,9 @@ _IDEMPOTENT = {
     "pyomni.v1.RoutingService": ["RouteOrder", "QuoteOrder", "RouteOrders", "ConfirmReservation",
                                  "ReleaseReservation", "RerouteReservation", "GetReservation", "ListReservations"],
     "pyomni.v1.DiagnosticsService": ["Echo"],
+    "pyomni.v1.FlashSaleService": ["CreateFlashSale", "UpdateFlashSale", "EndFlashSale", "GetFlashSale",
+                                   "ListFlashSales", "ClaimUnits", "ClaimUnitsBatch", "ConfirmClaim",
+                                   "ReleaseClaim", "GetClaim"],
 }
 #: gRPC retry policy of the idempotent methods (every unary one: the client sends request ids).
 RETRY_POLICY = {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
@@ -146,6 +158,7 @@ class Client:
         self._inventory = inventory_pb2_grpc.InventoryServiceStub(self._channel)
         self._routing = routing_pb2_grpc.RoutingServiceStub(self._channel)
         self._diagnostics = diagnostics_pb2_grpc.DiagnosticsServiceStub(self._channel)
+        self._sales = selling_pb2_grpc.FlashSaleServiceStub(self._channel)
 
     # -- plumbing ------------------------------------------------------------------
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
@@ -332,6 +345,99 @@ class Client:
         """An empty round trip (the transport's floor): ``payload`` back, or ``response_bytes`` zero bytes."""
         req = diagnostics_pb2.EchoRequest(payload=payload, response_bytes=response_bytes)
         return bytes(self._call(self._diagnostics.Echo, req, timeout).payload)
+
+
+    # -- flash sales ----------------------------------------------------------------
+    def create_sale(self, sale: FlashSale, *, request_id: str | None = None,
+                    timeout: float | None = None) -> SaleCounters:
+        """Create a flash sale (see :meth:`pyomni.Engine.create_sale`); returns its counters."""
+        req = selling_pb2.CreateFlashSaleRequest(request_id=_rid(request_id))
+        flash_sale_to_pb(sale, out=req.sale)
+        return sale_counters_from_pb(self._call(self._sales.CreateFlashSale, req, timeout).counters)
+
+    def update_sale(self, sale: FlashSale, *, request_id: str | None = None,
+                    timeout: float | None = None) -> SaleCounters:
+        """Replace a sale's definition (see :meth:`pyomni.Engine.update_sale`)."""
+        req = selling_pb2.UpdateFlashSaleRequest(request_id=_rid(request_id))
+        flash_sale_to_pb(sale, out=req.sale)
+        return sale_counters_from_pb(self._call(self._sales.UpdateFlashSale, req, timeout).counters)
+
+    def end_sale(self, sale_id: str, *, request_id: str | None = None, timeout: float | None = None) -> SaleCounters:
+        """End a sale now."""
+        req = selling_pb2.EndFlashSaleRequest(request_id=_rid(request_id), sale_id=sale_id)
+        return sale_counters_from_pb(self._call(self._sales.EndFlashSale, req, timeout).counters)
+
+    def sale(self, sale_id: str, *, timeout: float | None = None) -> tuple[FlashSale, SaleCounters]:
+        """A sale's definition and its live counters."""
+        msg = self._call(self._sales.GetFlashSale, selling_pb2.GetFlashSaleRequest(sale_id=sale_id), timeout)
+        return flash_sale_from_pb(msg), sale_counters_from_pb(msg.counters)
+
+    def sales(self, *, page_size: int = 100, timeout: float | None = None) -> list[FlashSale]:
+        """Every sale, in creation order (all pages)."""
+        out: list[FlashSale] = []
+        token = ""
+        while True:
+            msg = self._call(self._sales.ListFlashSales,
+                             selling_pb2.ListFlashSalesRequest(page_size=page_size, page_token=token), timeout)
+            out.extend(flash_sale_from_pb(s) for s in msg.sales)
+            token = msg.next_page_token
+            if not token:
+                return out
+
+    def claim(self, sale_id: str, customer: str, sku: str, qty: int = 1, *, store: str | None = None,
+              near: tuple[float, float] | None = None, request_id: str | None = None,
+              timeout: float | None = None) -> Claim:
+        """Claim units in a flash sale (see :meth:`pyomni.Engine.claim`); raises the refusal's typed error."""
+        req = selling_pb2.ClaimUnitsRequest(request_id=_rid(request_id), sale_id=sale_id, customer=customer, sku=sku,
+                                            qty=qty, store=store or "")
+        if near is not None:
+            req.near.latitude, req.near.longitude = near
+        return claim_from_pb(self._call(self._sales.ClaimUnits, req, timeout))
+
+    def claim_many(self, sale_id: str, customers: Sequence[str], sku: str | Sequence[str], *,
+                   qtys: Sequence[int] | None = None, stores: Sequence[str] | None = None,
+                   near: Sequence[tuple[float, float]] | None = None, request_ids: Sequence[str] | None = None,
+                   timeout: float | None = None) -> list[Claim | errors.PyomniError]:
+        """A batch of claims in one call (columns on the wire); each claim's :class:`~pyomni.flash.Claim`
+        or its typed error."""
+        req = claim_batch_request(sale_id, customers, sku, qtys=qtys, stores=stores, near=near,
+                                  request_ids=request_ids if request_ids is not None
+                                  else [uuid.uuid4().hex for _ in customers])
+        return claim_results_from_pb(req, self._call(self._sales.ClaimUnitsBatch, req, timeout))
+
+    def claim_stream(self, requests: Iterable[Any], *, timeout: float | None = None) -> Iterator[Any]:
+        """Claim batches over one bidirectional call: ``ClaimUnitsBatchRequest`` messages in (see
+        :func:`pyomni.wire.claim_batch_request`), ``ClaimUnitsBatchResponse`` columns out, in order."""
+        try:
+            yield from self._sales.ClaimUnitsStream(iter(requests), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def confirm_claim(self, claim_id: str, *, request_id: str | None = None, timeout: float | None = None) -> Claim:
+        """The claim was paid."""
+        req = selling_pb2.ConfirmClaimRequest(request_id=_rid(request_id), claim_id=claim_id)
+        return claim_from_pb(self._call(self._sales.ConfirmClaim, req, timeout))
+
+    def release_claim(self, claim_id: str, *, request_id: str | None = None, timeout: float | None = None) -> Claim:
+        """Cancel a HELD claim."""
+        req = selling_pb2.ReleaseClaimRequest(request_id=_rid(request_id), claim_id=claim_id)
+        return claim_from_pb(self._call(self._sales.ReleaseClaim, req, timeout))
+
+    def get_claim(self, claim_id: str, *, timeout: float | None = None) -> Claim:
+        """A claim as it is now."""
+        return claim_from_pb(self._call(self._sales.GetClaim, selling_pb2.GetClaimRequest(claim_id=claim_id),
+                                        timeout))
+
+    def watch_sale(self, sale_id: str, *, after_sequence: int = 0, min_interval_ms: int = 100,
+                   timeout: float | None = None) -> Iterator[SaleCounters]:
+        """A sale's counters each time they change (at most one message per ``min_interval_ms``)."""
+        req = selling_pb2.WatchFlashSaleRequest(sale_id=sale_id, after_sequence=after_sequence,
+                                                min_interval_ms=min_interval_ms)
+        try:
+            for msg in self._sales.WatchFlashSale(req, timeout=timeout):
+                yield sale_counters_from_pb(msg)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
 
 
 def _result(r: Any) -> Allocation | errors.PyomniError:

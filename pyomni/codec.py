@@ -31,6 +31,7 @@ from typing import Any
 import msgpack
 
 from . import errors
+from .flash import Claim, FlashSale
 from .model import (
     Allocation,
     AllocationStatus,
@@ -136,3 +137,5 @@ register(11, Location, from_fields=lambda f: Location(f[0], LocationKind(f[1]), 
                                                        Capability(f[7]), *f[8:]))
 register(12, ChannelRule)
 register(13, RoutingPolicy)
+register(14, FlashSale)
+register(15, Claim, from_fields=lambda f: Claim(f[0], f[1], f[2], f[3], f[4], f[5], ReservationState(f[6]), f[7], f[8]))

@@ -45,13 +45,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import codec
+from .flash import FlashSale
 from .model import Location, Order, ShortLine
 from .policy import ChannelRule, RoutingPolicy
 
 __all__ = [
     "Command", "StockCommand", "StockEvents", "Transfer", "RouteOrder", "ReservePlan", "EndReservation",
     "Reroute", "Expire", "UpsertLocations", "SetLocationOpen", "SetDailyCapacity", "NewDay", "RegisterSkus",
-    "RegisterPolicy", "SetChannelRule", "Hold", "Unfilled", "Rerouted", "Expired", "ShipmentPlan",
+    "RegisterPolicy", "SetChannelRule", "CreateSale", "UpdateSale", "EndSale", "ClaimBatch", "EndClaim",
+    "Hold", "Unfilled", "Rerouted", "Expired", "ShipmentPlan", "Earmark", "Claimed",
 ]
 
 
@@ -193,6 +195,57 @@ class SetChannelRule(Command):
     rule: ChannelRule | None
 
 
+# -- flash sales -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CreateSale(Command):
+    """Create a flash sale (effect: :class:`Earmark` if it starts at once, else none)."""
+
+    sale: FlashSale
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSale(Command):
+    """Replace a sale's definition: window, quotas, limit, pay window, stores added (same SKUs)."""
+
+    sale: FlashSale
+
+
+@dataclass(frozen=True, slots=True)
+class EndSale(Command):
+    """End a sale now: no more claims, its earmark goes back; held claims can still be paid."""
+
+    sale_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch(Command):
+    """Claims in one sale, as little-endian columns (effect: :class:`Claimed`).
+
+    The journal holds only the claims that were accepted, so every row of a
+    recorded batch is one new claim, numbered in order after the last one.
+    ``sku`` and ``store`` are int32 positions in the sale's definition (store
+    -1: the nearest store to ``lat``/``lon``, float64, NaN otherwise); ``qty``
+    int32.
+    """
+
+    sale_id: str
+    request_ids: tuple[str | None, ...]
+    customers: tuple[str, ...]
+    sku: bytes
+    store: bytes
+    lat: bytes
+    lon: bytes
+    qty: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EndClaim(Command):
+    """Confirm (paid) or release a HELD claim; ``state`` is a ReservationState value."""
+
+    claim_id: str
+    state: int
+
+
 # -- effects: what the engine decided ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ShipmentPlan:
@@ -241,15 +294,37 @@ class Rerouted:
 
 @dataclass(frozen=True, slots=True)
 class Expired:
-    """The reservations that expired, by id."""
+    """What the clock did: the reservations and claims that expired, the sales that started and ended.
+
+    ``claims`` are int64 claim numbers; ``started`` pairs a sale id with its
+    earmark (int32 units per store and SKU, empty without one).
+    """
 
     reservation_ids: tuple[str, ...]
+    claims: bytes = b""
+    started: tuple[tuple[str, bytes], ...] = ()
+    ended: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Earmark:
+    """The units a starting sale holds: int32 per (store, SKU) position, flat (empty: no earmark)."""
+
+    pools: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The store position each claim of a batch is held at (int32 per claim)."""
+
+    store: bytes
 
 
 # on-disk type codes (never renumber; the model's values use 1..19)
 for _code, _cls in enumerate((StockCommand, StockEvents, Transfer, RouteOrder, ReservePlan, EndReservation,
                               Reroute, Expire, UpsertLocations, SetLocationOpen, SetDailyCapacity, NewDay,
-                              RegisterSkus, RegisterPolicy, SetChannelRule), start=20):
+                              RegisterSkus, RegisterPolicy, SetChannelRule, CreateSale, UpdateSale, EndSale,
+                              ClaimBatch, EndClaim), start=20):
     codec.register(_code, _cls)
-for _code, _cls in enumerate((ShipmentPlan, Hold, Unfilled, Rerouted, Expired), start=40):
+for _code, _cls in enumerate((ShipmentPlan, Hold, Unfilled, Rerouted, Expired, Earmark, Claimed), start=40):
     codec.register(_code, _cls)

@@ -70,8 +70,12 @@ import pyarrow.compute as pc
 from . import codec, errors, snapshot
 from ._core import EVENT_KINDS, MAX_SHIPMENTS, REJECT_NAMES, check_status
 from .commands import (
+    ClaimBatch,
     Command,
+    CreateSale,
+    EndClaim,
     EndReservation,
+    EndSale,
     Expire,
     Expired,
     Hold,
@@ -90,8 +94,10 @@ from .commands import (
     StockEvents,
     Transfer,
     Unfilled,
+    UpdateSale,
     UpsertLocations,
 )
+from .flash import claim_id
 from .model import (
     MAX_EXCLUDED,
     MAX_LINES,
@@ -118,6 +124,7 @@ from .model import (
 )
 from .network import Network
 from .policy import DEFAULT_POLICY, ChannelRule, RoutingPolicy
+from .selling import SellingSide
 
 __all__ = ["Engine", "EngineState", "config", "set_config"]
 
@@ -283,8 +290,8 @@ def _check_seconds(value: Any, field: str) -> float:
     return float(value)
 
 
-class Engine:
-    """Inventory ledger, routing and reservations for one network.
+class Engine(SellingSide):
+    """Inventory ledger, routing, reservations and flash sales for one network.
 
     ``Engine(network)`` keeps its state in memory only; :meth:`Engine.open`
     gives the same engine on a data directory, where every acknowledged
@@ -318,6 +325,9 @@ class Engine:
     >>> eng.set_stock("SH-0001" if "SH-0001" in eng.network else eng.network.ids[0], "SKU-000001", 5).on_hand
     5
     """
+
+    _later_type = _Later            # for the selling side, which cannot import this module
+    _remembered_type = _Remembered
 
     def __init__(self, network: Network, *, policy: RoutingPolicy | None = None,
                  clock: Callable[[], float] = time.time, reservation_ttl: float = 900.0,
@@ -368,6 +378,7 @@ class Engine:
         self._snapshot_lock = threading.Lock()          # one snapshot at a time
         self._parsed: _ParsedOrder | None = None        # handed from a routing decider to its applier
         self._replaying = False                         # appliers may answer with a _Later
+        self._init_selling()
 
     # -- configuration -------------------------------------------------------------
     @property
@@ -521,11 +532,7 @@ class Engine:
         before answering (the command's own record, or for an answer that
         changed nothing, the last record it may have read).
         """
-        if self._failure is not None or (self._journal is not None and self._journal.failed):
-            raise errors.StorageFailed(f"the engine stopped taking writes after a storage failure: "
-                                       f"{self._failure or 'the journal failed'}")
-        if self._closed:
-            raise errors.FailedPrecondition("the engine is closed; open its directory again to change it")
+        self._check_writable()
         if request_id is not None:
             prior = self._requests.get(request_id)
             if prior is not None:
@@ -533,9 +540,7 @@ class Engine:
                     raise errors.RequestIdReused(f"request id {request_id!r} was used for a different request",
                                                  field="request_id")
                 return prior.value(), prior.lsn
-        now = float(self._clock())
-        if type(command) is not Expire and self._expiry and self._expiry[0][0] <= now:
-            self._commit(Expire(), None)                  # expiry first, as a command (and record) of its own
+        now = self._begin_command(type(command))
         decide, apply = _HANDLERS[type(command)]
         effect, explanation = decide(self, command, now)
         answer = apply(self, command, effect, now, request_id)
@@ -546,6 +551,21 @@ class Engine:
         lsn = self._log(now, request_id, command, effect)
         self._remember(request_id, command, answer, lsn, now)
         return first, lsn
+
+    def _check_writable(self) -> None:
+        if self._failure is not None or (self._journal is not None and self._journal.failed):
+            raise errors.StorageFailed(f"the engine stopped taking writes after a storage failure: "
+                                       f"{self._failure or 'the journal failed'}")
+        if self._closed:
+            raise errors.FailedPrecondition("the engine is closed; open its directory again to change it")
+
+    def _begin_command(self, kind: type) -> float:
+        """Under the lock, before deciding: the command's time, with whatever the clock made due done first."""
+        self._check_writable()
+        now = float(self._clock())
+        if kind is not Expire and ((self._expiry and self._expiry[0][0] <= now) or self._selling_due(now)):
+            self._commit(Expire(), None)                  # expiry first, as a command (and record) of its own
+        return now
 
     def _log(self, now: float, request_id: str | None, command: Command, effect: Any) -> int:
         self._lsn += 1
@@ -860,7 +880,8 @@ class Engine:
                              request_id)
 
     def expire_due(self) -> list[str]:
-        """Expire every HELD reservation whose time has come; returns their ids.
+        """Expire every HELD reservation and claim whose time has come (and start or end the flash sales
+        whose window says so); returns the ids of what expired.
 
         Every command also does this first (as a command of its own); a server
         runs it from a sweeper so that holds expire while nothing else happens.
@@ -905,6 +926,10 @@ class Engine:
     # routing decision, handed to the first caller only; the window and replay keep the recorded one.
     def _decide_apply_only(self, command: Command, now: float) -> tuple[Any, Any]:
         return None, None
+
+    def _decide_claims_elsewhere(self, command: ClaimBatch, now: float) -> tuple[Any, Any]:
+        # a batch of claims is decided claim by claim in _commit_claims (selling.py); its record is replayed
+        raise errors.InvariantViolation("claims are made with claim()/claim_many(), not as a bare command")
 
     def _decide_route(self, command: RouteOrder, now: float) -> tuple[Any, Any]:
         pol = self._resolve_policy(command.policy)
@@ -984,7 +1009,10 @@ class Engine:
             rec = self._records.get(rid)
             if rec is not None and rec.state is ReservationState.HELD and rec.expires_at <= now:
                 due.append(rid)
-        return (Expired(tuple(due)) if due else _NOTHING), None
+        claims, started, ended = self._decide_selling_clock(now)
+        if not (due or claims or started or ended):
+            return _NOTHING, None
+        return Expired(tuple(due), claims, started, ended), None
 
     # -- appliers: the only code that changes state; live and in replay alike ---------------------
     def _apply_stock(self, command: StockCommand, effect: None, now: float, request_id: str | None) -> StockLevel:
@@ -1106,7 +1134,8 @@ class Engine:
             return ()
         for rid in effect.reservation_ids:
             self._end(self._held(rid), ReservationState.EXPIRED)
-        return effect.reservation_ids
+        self._apply_selling_clock(effect.claims, effect.started, effect.ended)
+        return effect.reservation_ids + tuple(claim_id(n) for n in np.frombuffer(effect.claims, dtype=np.int64))
 
     def _apply_upsert(self, command: UpsertLocations, effect: None, now: float,
                       request_id: str | None) -> tuple[int, int]:
@@ -1574,7 +1603,8 @@ class Engine:
 
     def _install(self, network: Network, cells: Mapping[str, np.ndarray], caps: np.ndarray, is_open: np.ndarray,
                  capacity: np.ndarray) -> None:
-        """Replace the backend with one for ``network`` holding ``cells``, then re-take every HELD hold."""
+        """Replace the backend with one for ``network`` holding ``cells``, then re-take every HELD hold
+        (reservations, claims and earmarks)."""
         ledger, router = _make_backend(self._native, network, len(self._sku_ids), caps, is_open, capacity)
         n = len(cells["loc"])
         loc = np.ascontiguousarray(cells["loc"], dtype=np.int32)
@@ -1594,6 +1624,10 @@ class Engine:
                     check_status(ledger.change_holds(np.array(cs, dtype=np.int64), np.array(ts, dtype=np.int32), 0),
                                  f"restoring the holds of reservation {rec.id}")
                     check_status(ledger.add_load(ship[0], 1, 0))
+        for (loc_i, sku_i), units in self._selling_holds().items():     # claims and earmarks
+            check_status(ledger.change_holds(np.array([ledger.cell_index(loc_i, sku_i)], dtype=np.int64),
+                                             np.array([units], dtype=np.int32), 0),
+                         "restoring the flash sales' holds")
         status, row = ledger.apply_events(loc, sku, np.full(n, _EV_SAFETY, dtype=np.int8),
                                           np.ascontiguousarray(cells["safety"], dtype=np.int64), zeros - 1)
         check_status(status, f"restoring safety stock of cell {row}")
@@ -1642,7 +1676,8 @@ class Engine:
             locations=list(self._net), skus=list(self._sku_ids), capabilities=self._caps.copy(),
             is_open=self._open.copy(), daily_capacity=self._capacity.copy(), confirmed=cells["confirmed"],
             cells=cells, reservations=[(r, r.state, r.shipments, r.excluded) for r in self._records.values()],
-            requests=[(rid, e.lsn, e.at, e.command, e.answer) for rid, e in self._requests.items()])
+            requests=[(rid, e.lsn, e.at, e.command, e.answer) for rid, e in self._requests.items()],
+            selling=self._capture_selling())
 
     @staticmethod
     def _snapshot_records(data: snapshot.SnapshotData) -> None:
@@ -1851,6 +1886,7 @@ class Engine:
         cells["confirmed"] = data.confirmed
         with eng._lock:
             # copies: the arrays read from Arrow are read-only, these change by command
+            eng._restore_selling(data.selling)
             eng._install(eng._net, cells, np.array(data.capabilities, dtype=np.uint8),
                          np.array(data.is_open, dtype=np.uint8), np.array(data.daily_capacity, dtype=np.int32))
         return eng
@@ -1876,8 +1912,10 @@ class Engine:
         """Verify the ledger and the reservations agree; raises :class:`~pyomni.errors.InvariantViolation`.
 
         Checks 0 <= reserved <= on_hand on every cell, the per-SKU totals, that
-        every cell's reserved units are exactly the HELD reservations' holds, and
-        that every location's held-shipment counter matches.
+        every cell's reserved units are exactly the HELD reservations' and claims'
+        holds plus the flash sales' earmarks, that every location's held-shipment
+        counter matches, and every sale's counters against its claims (quotas
+        and customer limits never passed).
         """
         with self._lock:
             status, message = self._ledger.check_invariants()
@@ -1891,6 +1929,10 @@ class Engine:
                         for c, t in zip(ship[4], ship[3]):
                             if t:
                                 held[c] = held.get(c, 0) + t
+            for (loc_i, sku_i), units in self._selling_holds().items():
+                c = self._ledger.cell_index(loc_i, sku_i)
+                held[c] = held.get(c, 0) + units
+            self._check_selling()
             loc, sku, _, reserved, _ = self._ledger.export()
             for c in np.flatnonzero(reserved):
                 if held.get(int(c), 0) != reserved[c]:
@@ -2000,4 +2042,9 @@ _HANDLERS: dict[type, tuple[Callable[..., tuple[Any, Any]], Callable[..., Any]]]
     RegisterSkus: (Engine._decide_apply_only, Engine._apply_skus),
     RegisterPolicy: (Engine._decide_apply_only, Engine._apply_policy),
     SetChannelRule: (Engine._decide_apply_only, Engine._apply_channel),
+    CreateSale: (Engine._decide_create_sale, Engine._apply_create_sale),
+    UpdateSale: (Engine._decide_update_sale, Engine._apply_update_sale),
+    EndSale: (Engine._decide_end_sale, Engine._apply_end_sale),
+    ClaimBatch: (Engine._decide_claims_elsewhere, Engine._apply_claims),
+    EndClaim: (Engine._decide_end_claim, Engine._apply_end_claim),
 }

@@ -39,6 +39,8 @@ __all__ = [
     "UnknownLocation",
     "UnknownReservation",
     "UnknownPolicy",
+    "UnknownSale",
+    "UnknownClaim",
     "FailedPrecondition",
     "InsufficientStock",
     "StockReserved",
@@ -46,6 +48,10 @@ __all__ = [
     "ReservationNotHeld",
     "RequestIdReused",
     "CapabilityMissing",
+    "SaleNotActive",
+    "SoldOut",
+    "StoreQuotaExhausted",
+    "CustomerLimitReached",
     "OutOfMemory",
     "InvariantViolation",
     "StorageFailed",
@@ -137,6 +143,18 @@ class UnknownReservation(NotFound):
     reason = "UNKNOWN_RESERVATION"
 
 
+class UnknownSale(NotFound):
+    """No flash sale has that id."""
+
+    reason = "UNKNOWN_SALE"
+
+
+class UnknownClaim(NotFound):
+    """No flash-sale claim has that id."""
+
+    reason = "UNKNOWN_CLAIM"
+
+
 class UnknownPolicy(NotFound):
     """No routing policy is registered under this name."""
 
@@ -178,6 +196,31 @@ class RequestIdReused(FailedPrecondition):
     """A request id was reused for a different request (AIP-155)."""
 
     reason = "REQUEST_ID_REUSED"
+
+
+class SaleNotActive(FailedPrecondition):
+    """The flash sale is not running at the engine's time (not started yet, or over)."""
+
+    reason = "SALE_NOT_ACTIVE"
+
+
+class SoldOut(FailedPrecondition):
+    """The flash sale's global quota has fewer units left than the claim asks for."""
+
+    reason = "SOLD_OUT"
+
+
+class StoreQuotaExhausted(FailedPrecondition):
+    """The pickup store's share of the flash sale is used up (or, choosing the nearest store, every
+    store in reach is)."""
+
+    reason = "STORE_QUOTA_EXHAUSTED"
+
+
+class CustomerLimitReached(FailedPrecondition):
+    """The customer already holds or bought as many units of the sale as it allows each customer."""
+
+    reason = "CUSTOMER_LIMIT_REACHED"
 
 
 class CapabilityMissing(FailedPrecondition):

@@ -165,7 +165,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         "interval = written to the OS, synced every --fsync-interval-ms; never = written in the "
                         "background")
     p.add_argument("--fsync-interval-ms", type=float, default=5.0, help="sync period of --fsync interval")
-    p.add_argument("--workers", type=int, default=8, help="handler threads")
+    p.add_argument("--workers", type=int, default=64,
+                   help="handler threads (waiting callers cost no CPU; concurrent claims are batched)")
     p.add_argument("--max-message-mb", type=int, default=16, help="largest message in MiB")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus HTTP port (0 = off)")
     p.add_argument("--snapshot-every", type=float, default=60.0, help="seconds between snapshots (0 = at exit only)")

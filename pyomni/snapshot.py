@@ -57,8 +57,9 @@ __all__ = ["SnapshotData", "write", "read", "latest", "list_snapshots", "prune",
 
 log = logging.getLogger("pyomni.snapshot")
 
-FORMAT_VERSION = 2
-_FILES = ("cells", "locations", "skus", "reservations", "requests")
+FORMAT_VERSION = 3
+_READS = (2, 3)         # format 2 had no flash sales ("selling")
+_FILES = ("cells", "locations", "skus", "reservations", "requests", "selling")
 _LOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(Location))
 
 
@@ -82,6 +83,7 @@ class SnapshotData:
     cells: dict[str, Any]                   # loc, sku, on_hand, reserved, safety arrays
     reservations: list[tuple]               # codec-encodable tuples (the engine's record fields)
     requests: list[tuple]                   # (request_id, lsn, at, command, answer)
+    selling: dict[str, Any] | None = None   # flash sales and claims (codec-encodable; see pyomni.selling)
 
 
 def list_snapshots(root: str | os.PathLike[str]) -> list[Path]:
@@ -138,6 +140,7 @@ def write(root: str | os.PathLike[str], data: SnapshotData) -> Path:
             "locations": _locations_table(data),
             "skus": pa.table({"sku": pa.array(data.skus, type=pa.string())}),
             "reservations": pa.table({"record": pa.array(_encoded(data.reservations), type=pa.binary())}),
+            "selling": pa.table({"state": pa.array([codec.encode(data.selling or {})], type=pa.binary())}),
             "requests": pa.table({
                 "request_id": pa.array([r[0] for r in data.requests], type=pa.string()),
                 "lsn": pa.array([r[1] for r in data.requests], type=pa.int64()),
@@ -188,13 +191,17 @@ def _locations_table(data: SnapshotData) -> pa.Table:
 
 
 def _check(path: Path, manifest: Mapping[str, Any]) -> None:
-    for name in _FILES:
+    for name in _files(manifest):
         entry = manifest["files"][name]
         crc, size = _crc_file(path / f"{name}.arrow")
         if (crc, size) != (entry["crc32c"], entry["bytes"]):
             raise errors.JournalCorrupt(f"snapshot file {str(path / (name + '.arrow'))!r} fails its checksum "
                                         f"({size} bytes, crc {crc:#010x}; the manifest says {entry['bytes']}, "
                                         f"{entry['crc32c']:#010x})")
+
+
+def _files(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    return _FILES if manifest["format"] >= 3 else _FILES[:-1]
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -211,11 +218,11 @@ def read(path: str | os.PathLike[str]) -> SnapshotData:
     snap = Path(path)
     try:
         manifest = json.loads((snap / "manifest.json").read_text())
-        if manifest.get("format") != FORMAT_VERSION:
+        if manifest.get("format") not in _READS:
             raise errors.JournalCorrupt(f"snapshot {str(snap)!r} has format {manifest.get('format')!r}, "
                                         f"this pyomni reads {FORMAT_VERSION}")
         _check(snap, manifest)
-        t = {name: _read_table(snap / f"{name}.arrow") for name in _FILES}
+        t = {name: _read_table(snap / f"{name}.arrow") for name in _files(manifest)}
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise errors.JournalCorrupt(f"snapshot {str(snap)!r} is unreadable: {exc}") from None
     loc_cols = t["locations"].to_pydict()
@@ -240,7 +247,8 @@ def read(path: str | os.PathLike[str]) -> SnapshotData:
         daily_capacity=t["locations"].column("live_daily_capacity").to_numpy(),
         confirmed=t["locations"].column("confirmed_today").to_numpy(),
         cells=cells, reservations=[codec.decode(b) for b in t["reservations"].column("record").to_pylist()],
-        requests=requests)
+        requests=requests,
+        selling=codec.decode(t["selling"].column("state")[0].as_py()) or None if "selling" in t else None)
 
 
 def latest(root: str | os.PathLike[str]) -> SnapshotData | None:

@@ -24,9 +24,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from . import errors
+from .flash import Claim, ClaimResults, FlashSale, SaleCounters, SaleState, StoreCounters
 from .model import (
     Allocation,
     AllocationStatus,
@@ -47,7 +49,7 @@ from .model import (
     ShortLine,
     StockLevel,
 )
-from .v1 import inventory_pb2, types_pb2
+from .v1 import inventory_pb2, selling_pb2, types_pb2
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -349,3 +351,134 @@ def events_to_pb(events: pa.Table | Sequence[Mapping[str, Any]], request: Any) -
                            kind=_EVENT_VALUES.get(str(e.get("event", "set")).lower(), 0),
                            qty=int(e["qty"]), safety=int(safety or 0), has_safety=safety is not None)
     return request
+
+
+# -- flash sales -----------------------------------------------------------------------------
+def flash_sale_to_pb(sale: FlashSale, counters: SaleCounters | None = None, out: Any = None) -> Any:
+    """A :class:`~pyomni.flash.FlashSale` (and its counters) as a ``pyomni.v1.FlashSale``."""
+    msg = selling_pb2.FlashSale() if out is None else out
+    msg.id, msg.start_time, msg.end_time, msg.quota = sale.id, sale.starts_at, sale.ends_at, sale.quota
+    msg.skus.extend(sale.skus)
+    for store, quota in sale.stores:
+        msg.stores.add(store=store, quota=quota)
+    msg.customer_limit, msg.pay_window_seconds, msg.no_earmark = sale.customer_limit, sale.pay_window, not sale.earmark
+    msg.max_km, msg.title = sale.max_km, sale.title
+    if counters is not None:
+        sale_counters_to_pb(counters, msg.counters)
+    return msg
+
+
+def flash_sale_from_pb(msg: Any, field: str = "sale") -> FlashSale:
+    """A :class:`~pyomni.flash.FlashSale` from a ``pyomni.v1.FlashSale`` (0 = the defaults)."""
+    try:
+        return FlashSale(msg.id, tuple(msg.skus), msg.start_time, msg.end_time, msg.quota,
+                         tuple((s.store, s.quota) for s in msg.stores), msg.customer_limit or 1,
+                         msg.pay_window_seconds or 900.0, not msg.no_earmark, msg.max_km, msg.title)
+    except errors.PyomniError as exc:
+        exc.field = f"{field}.{exc.field}" if exc.field else field
+        raise
+
+
+def sale_counters_to_pb(c: SaleCounters, out: Any = None) -> Any:
+    """:class:`~pyomni.flash.SaleCounters` as a ``pyomni.v1.FlashSaleCounters``."""
+    msg = selling_pb2.FlashSaleCounters() if out is None else out
+    msg.sale_id, msg.state, msg.quota, msg.claimed = c.sale_id, int(c.state), c.quota, c.claimed
+    msg.confirmed, msg.released, msg.remaining, msg.claims, msg.sequence = (c.confirmed, c.released, c.remaining,
+                                                                          c.claims, c.lsn)
+    for s in c.stores:
+        msg.stores.add(store=s.store, quota=s.quota, claimed=s.claimed, remaining=s.remaining, available=s.available)
+    return msg
+
+
+def sale_counters_from_pb(msg: Any) -> SaleCounters:
+    """:class:`~pyomni.flash.SaleCounters` from a ``pyomni.v1.FlashSaleCounters``."""
+    return SaleCounters(msg.sale_id, SaleState(msg.state), msg.quota, msg.claimed, msg.confirmed, msg.released,
+                        msg.remaining, msg.claims,
+                        tuple(StoreCounters(s.store, s.quota, s.claimed, s.remaining, s.available)
+                              for s in msg.stores), msg.sequence)
+
+
+def claim_to_pb(c: Claim, out: Any = None) -> Any:
+    """A :class:`~pyomni.flash.Claim` as a ``pyomni.v1.Claim``."""
+    msg = selling_pb2.Claim() if out is None else out
+    msg.id, msg.sale_id, msg.customer, msg.sku, msg.store, msg.qty = c.id, c.sale_id, c.customer, c.sku, c.store, c.qty
+    msg.state, msg.create_time, msg.expire_time = _STATE_TO[c.state], c.created_at, c.expires_at
+    return msg
+
+
+def claim_from_pb(msg: Any) -> Claim:
+    """A :class:`~pyomni.flash.Claim` from a ``pyomni.v1.Claim``."""
+    return Claim(msg.id, msg.sale_id, msg.customer, msg.sku, msg.store, msg.qty, _STATE_FROM[msg.state],
+                 msg.create_time, msg.expire_time)
+
+
+#: per-claim outcome code (pyomni.flash) <-> ClaimOutcome, and the outcome's error class
+CLAIM_OUTCOMES: dict[int, int] = {0: 1, 9: 2, 10: 3, 11: 4, 2: 5, 1: 6, 101: 6, 102: 6, 6: 7, 5: 8, 100: 9}
+OUTCOME_ERRORS: dict[int, type[errors.PyomniError]] = {
+    2: errors.SoldOut, 3: errors.StoreQuotaExhausted, 4: errors.CustomerLimitReached, 5: errors.InsufficientStock,
+    6: errors.InvalidArgument, 7: errors.UnknownSku, 8: errors.UnknownLocation, 9: errors.RequestIdReused,
+}
+_OUTCOME_LUT = np.zeros(256, dtype=np.int32)
+for _code, _outcome in CLAIM_OUTCOMES.items():
+    _OUTCOME_LUT[_code] = _outcome
+
+
+def claim_results_to_pb(r: ClaimResults, lsn: int, out: Any = None) -> Any:
+    """A batch's :class:`~pyomni.flash.ClaimResults` as a ``ClaimUnitsBatchResponse`` (columns, no
+    object per claim)."""
+    msg = selling_pb2.ClaimUnitsBatchResponse() if out is None else out
+    msg.outcomes.extend(_OUTCOME_LUT[r.status].tolist())
+    msg.claim_numbers.extend(np.maximum(r.claim, 0).tolist())
+    stores, index = np.unique(r.store, return_inverse=True)
+    held = stores >= 0
+    shift = 0 if not len(stores) or stores[0] >= 0 else 1          # -1 (refused) sorts first
+    msg.store_indexes.extend(np.where(r.store >= 0, index - shift, -1).tolist())
+    msg.store_ids.extend(r.loc_ids_of(stores[held]))
+    msg.expire_times.extend(np.nan_to_num(r.expires_at, nan=0.0).tolist())
+    msg.sequence = lsn
+    return msg
+
+
+def claim_batch_request(sale_id: str, customers: Sequence[str], sku: str | Sequence[str], *,
+                        qtys: Sequence[int] | None = None, stores: Sequence[str] | None = None,
+                        near: Sequence[tuple[float, float]] | Any = None,
+                        request_ids: Sequence[str] | None = None) -> Any:
+    """A ``ClaimUnitsBatchRequest``: one column per field, one entry per claim (``sku`` may be one for all)."""
+    msg = selling_pb2.ClaimUnitsBatchRequest(sale_id=sale_id)
+    msg.customers.extend(customers)
+    msg.skus.extend([sku] if isinstance(sku, str) else sku)
+    if qtys is not None:
+        msg.qtys.extend(qtys)
+    if stores is not None:
+        msg.stores.extend(s or "" for s in stores)
+    if near is not None:
+        pts = np.asarray(near, dtype=np.float64).reshape(-1, 2)
+        msg.latitudes.extend(pts[:, 0].tolist())
+        msg.longitudes.extend(pts[:, 1].tolist())
+    if request_ids is not None:
+        msg.request_ids.extend(request_ids)
+    return msg
+
+
+_OUTCOME_MESSAGES = {2: "the sale is sold out", 3: "the store's share of the sale is used up",
+                     4: "the customer has reached the sale's limit", 5: "the store has too few units left",
+                     6: "the claim is not valid", 7: "the SKU is not in the sale",
+                     8: "the store does not take part in the sale",
+                     9: "the request id was used for a different claim"}
+
+
+def claim_results_from_pb(request: Any, response: Any) -> list[Claim | errors.PyomniError]:
+    """Each claim of a batch as a :class:`~pyomni.flash.Claim` (HELD, as answered) or its typed error."""
+    out: list[Claim | errors.PyomniError] = []
+    skus = list(request.skus)
+    qtys = list(request.qtys)
+    stores = list(response.store_ids)
+    for i, outcome in enumerate(response.outcomes):
+        if outcome != 1:
+            cls = OUTCOME_ERRORS.get(outcome, errors.PyomniError)
+            out.append(cls(_OUTCOME_MESSAGES.get(outcome, "refused"), field=f"claims[{i}]"))
+            continue
+        out.append(Claim(f"C{response.claim_numbers[i]:010d}", request.sale_id, request.customers[i],
+                         skus[0] if len(skus) == 1 else skus[i], stores[response.store_indexes[i]],
+                         qtys[i] if qtys else 1, ReservationState.HELD, 0.0, response.expire_times[i]))
+    return out

@@ -9,8 +9,8 @@ import pytest
 from pyomni import errors
 from pyomni._core import STATUS_ERRORS, STATUS_OK, check_status
 
-#: Every non-OK code of ``core/status.pxd`` (ST_INVALID_QUANTITY .. ST_INVARIANT).
-NATIVE_STATUS_CODES = range(1, 9)
+#: Every non-OK code of ``core/status.pxd`` (ST_INVALID_QUANTITY .. ST_CUSTOMER_LIMIT).
+NATIVE_STATUS_CODES = range(1, 12)
 
 GROUPS = {
     errors.InvalidArgument: ValueError,
@@ -47,6 +47,9 @@ def test_status_mapping_targets_are_public_error_classes():
     (6, errors.UnknownSku),
     (7, errors.OutOfMemory),
     (8, errors.InvariantViolation),
+    (9, errors.SoldOut),
+    (10, errors.StoreQuotaExhausted),
+    (11, errors.CustomerLimitReached),
 ])
 def test_status_codes_match_the_native_enum(code, cls):
     # the numbers cross the module boundary and must never be renumbered (core/status.pxd)

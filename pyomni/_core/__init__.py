@@ -9,6 +9,7 @@ This is the only module that imports ``pyomni._core.<ext>`` extension modules
 from __future__ import annotations
 
 from .. import errors
+from .flash import claim_batch
 from .geo import EARTH_RADIUS_KM, LocationIndex, py_chord_sq_to_km, py_unit_vector
 from .ledger import Ledger
 from .router import MAX_LINES_ as MAX_LINES
@@ -30,6 +31,7 @@ __all__ = [
     "STATUS_ERRORS",
     "EVENT_KINDS",
     "check_status",
+    "claim_batch",
 ]
 
 #: Native status codes (core/status.pxd) -> exception class. Total over every
@@ -44,6 +46,9 @@ STATUS_ERRORS: dict[int, type[errors.PyomniError]] = {
     6: errors.UnknownSku,
     7: errors.OutOfMemory,
     8: errors.InvariantViolation,
+    9: errors.SoldOut,
+    10: errors.StoreQuotaExhausted,
+    11: errors.CustomerLimitReached,
 }
 
 #: Stock event kinds in the order of core/ledger.pxd ``EventKind``.
