@@ -59,6 +59,8 @@ cdef class Ledger:
     cdef int64_t* sku_reserved
     cdef int64_t* sku_available     # sum of cell_available over the SKU's cells
     cdef int64_t cap_skus
+    cdef uint64_t* sku_version      # per SKU: the ledger version of its last cell change (feeds ask what changed)
+    cdef readonly uint64_t version  # counts cell changes
     cdef int32_t* held_shipments    # per location: shipments currently HELD
     cdef int32_t* confirmed_today   # per location: shipments confirmed since new_day()
 

@@ -68,6 +68,8 @@ cdef class Ledger:
         self.sku_on_hand = NULL
         self.sku_reserved = NULL
         self.sku_available = NULL
+        self.sku_version = NULL
+        self.version = 0
         self.cap_skus = 0
         self.held_shipments = <int32_t*> malloc(max(n_locations, 1) * sizeof(int32_t))
         self.confirmed_today = <int32_t*> malloc(max(n_locations, 1) * sizeof(int32_t))
@@ -89,6 +91,7 @@ cdef class Ledger:
         free(self.sku_on_hand)
         free(self.sku_reserved)
         free(self.sku_available)
+        free(self.sku_version)
         free(self.held_shipments)
         free(self.confirmed_today)
 
@@ -105,7 +108,8 @@ cdef class Ledger:
                     or _realloc_into(<void**> &self.sku_count, cap * sizeof(int32_t))
                     or _realloc_into(<void**> &self.sku_on_hand, cap * sizeof(int64_t))
                     or _realloc_into(<void**> &self.sku_reserved, cap * sizeof(int64_t))
-                    or _realloc_into(<void**> &self.sku_available, cap * sizeof(int64_t))):
+                    or _realloc_into(<void**> &self.sku_available, cap * sizeof(int64_t))
+                    or _realloc_into(<void**> &self.sku_version, cap * sizeof(uint64_t))):
                 return ST_NO_MEMORY
             self.cap_skus = cap
         for i in range(self.n_skus, need):
@@ -114,6 +118,7 @@ cdef class Ledger:
             self.sku_on_hand[i] = 0
             self.sku_reserved[i] = 0
             self.sku_available[i] = 0
+            self.sku_version[i] = 0
         self.n_skus = <int32_t> need
         return ST_OK
 
@@ -277,6 +282,8 @@ cdef class Ledger:
         cell.reserved = reserved
         cell.safety = safety
         self.sku_available[cell.sku] += cell_available(cell) - before
+        self.version += 1
+        self.sku_version[cell.sku] = self.version
 
     cdef Status apply_one(self, int32_t loc, int32_t sku, int kind, int64_t qty, int64_t safety) noexcept nogil:
         if loc < 0 or loc >= self.n_locations:
@@ -566,6 +573,21 @@ cdef class Ledger:
         for i in range(self.n_skus):
             o[i] = self.sku_available[i]
         return out
+
+    def changed_skus(self, uint64_t since):
+        """SKUs with a cell changed after ledger version ``since`` (int32 array), and the version now."""
+        cdef int64_t i, n = 0
+        for i in range(self.n_skus):
+            if self.sku_version[i] > since:
+                n += 1
+        out = np.empty(n, dtype=np.int32)
+        cdef int32_t[::1] o = out
+        n = 0
+        for i in range(self.n_skus):
+            if self.sku_version[i] > since:
+                o[n] = <int32_t> i
+                n += 1
+        return out, self.version
 
     def sku_cells(self, int32_t sku):
         """Arrays ``(loc, on_hand, reserved, safety)`` of every cell of one SKU."""

@@ -228,3 +228,76 @@ class FlashSaleServicer(selling_pb2_grpc.FlashSaleServiceServicer):
         except errors.PyomniError as exc:
             abort_with(context, exc)
 
+
+
+_SCOPES = {0: "network", 1: "network", 2: "location"}
+
+
+class ChannelFeedServicer(selling_pb2_grpc.ChannelFeedServiceServicer):
+    """``pyomni.v1.ChannelFeedService``: one :class:`~pyomni.feeds.ChannelFeed` per (channel, scope), started
+    by its first subscriber and shared by all."""
+
+    def __init__(self, engine: Engine, *, interval_ms: float = 20.0) -> None:
+        self._engine = engine
+        self._interval_ms = interval_ms
+        self._feeds: dict[tuple[str | None, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def _feed(self, request: Any) -> Any:
+        scope = _SCOPES.get(request.scope)
+        if scope is None:
+            raise errors.InvalidArgument("unknown scope", field="scope")
+        key = (request.channel or None, scope)
+        with self._lock:
+            feed = self._feeds.get(key)
+            if feed is None:
+                feed = self._feeds[key] = self._engine.channel_feed(key[0], scope=scope,
+                                                                    interval_ms=self._interval_ms)
+                feed.publish()
+            return feed
+
+    def close(self) -> None:
+        with self._lock:
+            for feed in self._feeds.values():
+                feed.close()
+            self._feeds.clear()
+
+    def ExportAvailability(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        import pyarrow as pa
+
+        try:
+            feed = self._feed(request)
+        except errors.PyomniError as exc:
+            abort_with(context, exc)
+        table, seq = feed._table_at()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=65_536)
+        data = sink.getvalue().to_pybytes()
+        step = 4 << 20
+        for i in range(0, max(len(data), 1), step):
+            yield selling_pb2.ArrowChunk(data=data[i:i + step], epoch=feed.epoch, sequence=seq)
+
+    def WatchAvailability(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            feed = self._feed(request)
+        except errors.PyomniError as exc:
+            abort_with(context, exc)
+        for run in _follow_while(feed, request, context):
+            msg = selling_pb2.AvailabilityDeltas(epoch=run.epoch, first_sequence=run.first_sequence, reset=run.reset,
+                                                 as_of=run.as_of)
+            msg.skus.extend(run.skus)
+            msg.locations.extend(run.locations)
+            msg.values.extend(run.values.tolist())
+            yield msg
+
+
+def _follow_while(feed: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    """The feed's runs while the caller is connected (checked at least once a second)."""
+    epoch, after = request.epoch or None, request.after_sequence
+    while context.is_active() and not feed.closed:
+        for run in feed.follow(epoch, after, timeout=1.0):
+            yield run
+            epoch, after = run.epoch, run.last_sequence
+            if not context.is_active():
+                return

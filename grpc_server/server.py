@@ -60,7 +60,7 @@ from pyomni.v1 import (
 )
 
 from .metrics import Metrics, MetricsInterceptor
-from .selling import FlashSaleServicer
+from .selling import ChannelFeedServicer, FlashSaleServicer
 from .servicers import DiagnosticsServicer, InventoryServicer, RoutingServicer
 
 __all__ = ["ServerConfig", "create_server", "serve", "SERVICE_NAMES"]
@@ -73,6 +73,7 @@ SERVICE_NAMES = (
     routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name,
     diagnostics_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"].full_name,
     selling_pb2.DESCRIPTOR.services_by_name["FlashSaleService"].full_name,
+    selling_pb2.DESCRIPTOR.services_by_name["ChannelFeedService"].full_name,
 )
 
 
@@ -177,6 +178,7 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(engine), server)
     diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server(DiagnosticsServicer(), server)
     selling_pb2_grpc.add_FlashSaleServiceServicer_to_server(FlashSaleServicer(engine), server)
+    selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server(ChannelFeedServicer(engine), server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -97,6 +97,7 @@ from .commands import (
     UpdateSale,
     UpsertLocations,
 )
+from .feeds import ChannelFeed
 from .flash import claim_id
 from .model import (
     MAX_EXCLUDED,
@@ -379,6 +380,8 @@ class Engine(SellingSide):
         self._parsed: _ParsedOrder | None = None        # handed from a routing decider to its applier
         self._replaying = False                         # appliers may answer with a _Later
         self._init_selling()
+        self._changed = threading.Event()               # set by every commit: feeds wake on it
+        self._feed_shown: dict[str, np.ndarray] = {}    # channel -> per SKU the value its feed last published
 
     # -- configuration -------------------------------------------------------------
     @property
@@ -569,6 +572,7 @@ class Engine(SellingSide):
 
     def _log(self, now: float, request_id: str | None, command: Command, effect: Any) -> int:
         self._lsn += 1
+        self._changed.set()
         if self._journal is not None:
             try:
                 lsn = self._journal.append(codec.encode((now, request_id, command, effect)))
@@ -1321,6 +1325,10 @@ class Engine(SellingSide):
         if rule is None:
             return []
         limits = [(s, q, rule.limit(self._ledger.sku_totals(s)[2])) for s, q in zip(skus, qtys)]
+        shown = self._feed_shown.get(channel)
+        if shown is not None:       # never more than the channel's feed told it (see pyomni.feeds)
+            limits = [(s, q, min(lim, int(shown[s])) if s < len(shown) and shown[s] >= 0 else lim)
+                      for s, q, lim in limits]
         return [x for x in limits if x[1] > x[2]]
 
     def _explain(self, pol: RoutingPolicy, r: tuple) -> Explanation:
@@ -1518,6 +1526,17 @@ class Engine(SellingSide):
             total = int(self._ledger.sku_totals(s)[2])
             rule = self._channels.get(channel) if channel is not None else None
             return rule.limit(total) if rule is not None else total
+
+    def channel_feed(self, channel: str | None, *, scope: str = "network", interval_ms: float = 20.0,
+                     start: bool = True) -> ChannelFeed:
+        """A live feed of a channel's available-to-sell (see :mod:`pyomni.feeds`); ``close()`` it when done.
+
+        While a network-scope feed of a channel runs, that channel's orders are
+        held to what the feed last published.
+        """
+        if channel is not None and (not isinstance(channel, str) or not channel):
+            raise errors.InvalidArgument("channel must be a non-empty string or None", field="channel")
+        return ChannelFeed(self, channel, scope=scope, interval_ms=interval_ms, start=start)
 
     def availability(self, sku: str) -> pa.Table:
         """Every location holding a SKU: ``location, on_hand, reserved, safety, available`` (Arrow)."""

@@ -230,6 +230,16 @@ class ReferenceLedger:
         cells = [self.cells[c] for c in self.by_sku.get(sku, [])]
         return (sum(c[0] for c in cells), sum(c[1] for c in cells), sum(_available(c) for c in cells), len(cells))
 
+    @property
+    def version(self) -> int:
+        # the reference keeps no change log: every look is a new version, and every SKU may have changed
+        self._looks = getattr(self, "_looks", 0) + 1
+        return self._looks
+
+    def changed_skus(self, since: int) -> tuple[np.ndarray, int]:
+        """Every SKU (the reference does not track changes; feeds compare values anyway)."""
+        return np.arange(self.n_skus, dtype=np.int32), self.version
+
     def sku_available_array(self) -> np.ndarray:
         return np.array([self.sku_totals(s)[2] for s in range(self.n_skus)], dtype=np.int64)
 
