@@ -109,6 +109,7 @@ class ChannelFeed:
         self._closed = False
         self._thread: threading.Thread | None = None
         if start:
+            self.publish()                            # the table is there as soon as the feed is
             self._thread = threading.Thread(target=self._run, name=f"pyomni-feed-{channel or 'all'}", daemon=True)
             self._thread.start()
 

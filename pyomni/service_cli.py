@@ -1,7 +1,7 @@
 """``pyomni serve`` and the small commands that call a running server.
 
 ``serve`` runs :func:`grpc_server.serve`; ``route``, ``quote``, ``confirm``,
-``release``, ``reservation``, ``stock`` and ``nearby`` call it through
+``release``, ``reservation``, ``stock``, ``nearby`` and ``sale`` call it through
 :class:`pyomni.Client` and print JSON (one object per answer), so a person can
 try the service from a shell and a script can parse what it prints. A failed
 call prints the error's reason, field and message to stderr and exits 1.
@@ -136,6 +136,41 @@ def _nearby(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_quota(text: str) -> tuple[str, int]:
+    store, _, quota = text.rpartition(":")
+    try:
+        return store, int(quota)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STORE:QUOTA, got {text!r}") from None
+
+
+def _sale(args: argparse.Namespace) -> int:
+    import time
+
+    from .flash import FlashSale
+
+    with _client(args) as client:
+        if args.action == "create":
+            start = time.time() + args.starts_in
+            sale = FlashSale(args.sale_id, tuple(args.sku), start, start + args.minutes * 60.0, args.quota,
+                             tuple(args.store), customer_limit=args.customer_limit, pay_window=args.pay_window,
+                             earmark=not args.no_earmark, max_km=args.max_km, title=args.title)
+            _print(client.create_sale(sale, request_id=args.request_id))
+        elif args.action == "show":
+            sale, counters = client.sale(args.sale_id)
+            _print({"sale": sale, "counters": counters})
+        elif args.action == "end":
+            _print(client.end_sale(args.sale_id, request_id=args.request_id))
+        elif args.action == "claim":
+            _print(client.claim(args.sale_id, args.customer, args.sku[0], args.qty, store=args.at, near=args.near,
+                                request_id=args.request_id))
+        else:
+            claim = (client.confirm_claim if args.action == "pay" else client.release_claim)(
+                args.sale_id, request_id=args.request_id)
+            _print(claim)
+    return 0
+
+
 def _calling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server host:port (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds")
@@ -211,6 +246,32 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20, help="most locations listed")
     _calling(p)
     p.set_defaults(run=_stock)
+
+    p = subparsers.add_parser("sale", help="flash sales: create, show, end; claim, pay and cancel claims",
+                              description="A merchandiser's flash sales on a running server. create: SKUs, "
+                                          "window, global quota, the stores with their quotas, a per-customer "
+                                          "limit and a pay window. claim: hold units for a member at a store "
+                                          "(--at) or the nearest one (--near).")
+    p.add_argument("action", choices=("create", "show", "end", "claim", "pay", "cancel"))
+    p.add_argument("sale_id", help="sale id (claim id for pay and cancel)")
+    p.add_argument("--sku", action="append", default=[], help="a SKU of the sale (repeat for more)")
+    p.add_argument("--quota", type=int, default=0, help="units the whole sale may sell")
+    p.add_argument("--store", type=_store_quota, action="append", default=[], metavar="STORE:QUOTA",
+                   help="a pickup store and its quota (repeat for more)")
+    p.add_argument("--customer-limit", type=int, default=1)
+    p.add_argument("--pay-window", type=float, default=900.0, help="seconds a claim waits for payment")
+    p.add_argument("--starts-in", type=float, default=0.0, help="seconds from now until it starts")
+    p.add_argument("--minutes", type=float, default=60.0, help="how long it runs")
+    p.add_argument("--no-earmark", action="store_true", help="do not hold the stores' quotas at the start")
+    p.add_argument("--max-km", type=float, default=0.0, help="nearest store within this distance (0 = any)")
+    p.add_argument("--title", default="")
+    p.add_argument("--customer", help="claim: the member")
+    p.add_argument("--qty", type=int, default=1)
+    p.add_argument("--at", metavar="STORE", help="claim: pickup store")
+    p.add_argument("--near", type=_point, metavar="LAT,LON", help="claim: the nearest participating store")
+    p.add_argument("--request-id", help="idempotency key (a retry returns the first answer)")
+    _calling(p)
+    p.set_defaults(run=_sale)
 
     p = subparsers.add_parser("nearby", help="store locator: locations near a point with a SKU available")
     p.add_argument("sku")

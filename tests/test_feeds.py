@@ -146,3 +146,14 @@ def test_bad_feed_arguments_are_typed_errors():
     with pytest.raises(errors.InvalidArgument):
         eng.channel_feed("")
 
+
+
+def test_the_readme_flash_sale_example_runs(capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Flash sales and channel feeds"):]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md (flash sales)", "exec"), {})
+    out = capsys.readouterr().out
+    assert "CUSTOMER_LIMIT_REACHED" in out and "'sku': 'SKU-000000'" in out
