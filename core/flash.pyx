@@ -49,7 +49,7 @@ cdef Status claim_one(Ledger ledger, ClaimState* st, int32_t slot, int32_t j, in
                       int32_t q, uint8_t* out_status, int32_t* out_store) noexcept nogil:
     cdef int t, k, best = -1
     cdef double d, best_dot = -3.0
-    cdef bint quota_ok = False
+    cdef bint quota_ok = False, in_reach = False
     cdef int32_t take
     cdef Status code = ST_OK, r
     cdef int n_sku = st.n_sku
@@ -61,7 +61,10 @@ cdef Status claim_one(Ledger ledger, ClaimState* st, int32_t slot, int32_t j, in
         # the nearest store in reach that can give all q units
         for t in range(st.n_st):
             d = xyz[0] * st.store_xyz[3 * t] + xyz[1] * st.store_xyz[3 * t + 1] + xyz[2] * st.store_xyz[3 * t + 2]
-            if d < st.limit_dot or st.store_claimed[t] + <int64_t>q > st.store_quota[t]:
+            if d < st.limit_dot:
+                continue
+            in_reach = True
+            if st.store_claimed[t] + <int64_t>q > st.store_quota[t]:
                 continue
             quota_ok = True
             if st.pool[t * n_sku + j] + _free_units(ledger, st, t * n_sku + j) >= q and d > best_dot:
@@ -69,7 +72,8 @@ cdef Status claim_one(Ledger ledger, ClaimState* st, int32_t slot, int32_t j, in
                 best_dot = d
         s = best
         if s < 0:
-            code = ST_INSUFFICIENT_STOCK if quota_ok else ST_STORE_QUOTA
+            # every store in reach used its quota up; or none in reach, or none with the units
+            code = ST_STORE_QUOTA if in_reach and not quota_ok else ST_INSUFFICIENT_STOCK
     elif st.store_claimed[s] + <int64_t>q > st.store_quota[s]:
         code = ST_STORE_QUOTA
     elif not st.apply and st.pool[s * n_sku + j] + _free_units(ledger, st, s * n_sku + j) < q:

@@ -108,4 +108,6 @@ cdef class Router:
     cdef bint _split_step(self, const PolicyC* pol, const Query* q, Plan* plan) noexcept nogil
     cdef void _split(self, const PolicyC* pol, const Query* q, Plan* plan) noexcept nogil
     cdef Status _hold_plan(self, const Query* q, const Plan* plan, int64_t* cells) noexcept nogil
+    cdef int _route_one(self, const PolicyC* pol, Query* q, bint hold, Singles* best, Plan* plan, Stats* st,
+                        int64_t* cells, int* split_reason) noexcept nogil
     cdef void _offer(self, const Query* q, int32_t loc, int need_cap, double radius_c2, int k, int* n_found, double* best_c2, int32_t* best_loc) noexcept nogil

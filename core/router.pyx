@@ -483,6 +483,49 @@ cdef class Router:
             held[plan.loc[s]] += 1
         return ST_OK
 
+    cdef int _route_one(self, const PolicyC* pol, Query* q, bint hold, Singles* best, Plan* plan, Stats* st,
+                        int64_t* cells, int* split_reason) noexcept nogil:
+        # One order, its Query filled in: the cheapest single location, a split when none fills it or when
+        # splitting is strictly cheaper, and (hold) the holds. 0 = a full plan, 1 = unfulfillable, 2 = error.
+        cdef int i, status = 0, n_lines = q.n_lines
+        cdef bint use_split = False, run_split, complete
+        split_reason[0] = 0
+        self._search_single(pol, q, best, st)
+        run_split = best.n == 0 or (
+            q.max_shipments > 1 and best.cost[0].total > 2.0 * self.min_fixed + pol.split_penalty)
+        plan.n_ship = 0
+        if run_split:
+            q.split_cap = best.cost[0].total if best.n > 0 else INF
+            self._split(pol, q, plan)
+            complete = True
+            for i in range(n_lines):
+                if plan.remaining[i] > 0:
+                    complete = False
+            if complete:
+                # a complete split wins if there is no single location, or if it is strictly cheaper
+                if best.n == 0:
+                    use_split = True
+                    split_reason[0] = 1
+                elif plan.n_ship > 1 and plan.total < best.cost[0].total:
+                    use_split = True
+                    split_reason[0] = 2
+        if not use_split:
+            if best.n > 0:
+                plan.n_ship = 1
+                plan.loc[0] = best.loc[0]
+                plan.km[0] = best.km[0]
+                plan.cost[0] = best.cost[0]
+                plan.total = best.cost[0].total
+                for i in range(n_lines):
+                    plan.take[0][i] = q.qty[i]
+                    plan.remaining[i] = 0
+            else:
+                status = 1
+        if status == 0 and hold:
+            if self._hold_plan(q, plan, cells) != ST_OK:
+                status = 2
+        return status
+
     # -- the Python entry points --------------------------------------------------
     def route(self, NativePolicy pol, double lat, double lon, int32_t pickup_loc, skus, qtys, int need_cap,
               double max_km, excluded, int max_shipments, bint hold):
@@ -504,9 +547,7 @@ cdef class Router:
         cdef Stats st
         cdef int i, s, n_lines = len(skus), n_ex = len(excluded), split_reason = 0, status = 0
         cdef int32_t loc
-        cdef bint use_split = False, run_split, complete
         cdef int64_t cells[MAX_SHIPMENTS * MAX_LINES]
-        cdef Status hs = ST_OK
         if n_lines < 1 or n_lines > MAX_LINES or len(qtys) != n_lines:
             raise ValueError("order size out of range")
         for i in range(n_lines):
@@ -541,41 +582,7 @@ cdef class Router:
                 q.dest[2] = self.xyz[3 * pickup_loc + 2]
             else:
                 unit_vector(lat, lon, q.dest)
-            self._search_single(&pol.p, &q, &best, &st)
-            run_split = best.n == 0 or (
-                q.max_shipments > 1 and best.cost[0].total > 2.0 * self.min_fixed + pol.p.split_penalty)
-            plan.n_ship = 0
-            if run_split:
-                q.split_cap = best.cost[0].total if best.n > 0 else INF
-                self._split(&pol.p, &q, &plan)
-                complete = True
-                for i in range(n_lines):
-                    if plan.remaining[i] > 0:
-                        complete = False
-                if complete:
-                    # a complete split wins if there is no single location, or if it is strictly cheaper
-                    if best.n == 0:
-                        use_split = True
-                        split_reason = 1
-                    elif plan.n_ship > 1 and plan.total < best.cost[0].total:
-                        use_split = True
-                        split_reason = 2
-            if not use_split:
-                if best.n > 0:
-                    plan.n_ship = 1
-                    plan.loc[0] = best.loc[0]
-                    plan.km[0] = best.km[0]
-                    plan.cost[0] = best.cost[0]
-                    plan.total = best.cost[0].total
-                    for i in range(n_lines):
-                        plan.take[0][i] = q.qty[i]
-                        plan.remaining[i] = 0
-                else:
-                    status = 1
-            if status == 0 and hold:
-                hs = self._hold_plan(&q, &plan, cells)
-                if hs != ST_OK:
-                    status = 2
+            status = self._route_one(&pol.p, &q, hold, &best, &plan, &st, cells, &split_reason)
         shipments = []
         if status == 0:
             for s in range(plan.n_ship):

@@ -31,7 +31,7 @@ from typing import Any
 import msgpack
 
 from . import errors
-from .flash import Claim, FlashSale
+from .flash import Claim, FlashSale, SaleCounters, SaleState, StoreCounters
 from .model import (
     Allocation,
     AllocationStatus,
@@ -139,3 +139,5 @@ register(12, ChannelRule)
 register(13, RoutingPolicy)
 register(14, FlashSale)
 register(15, Claim, from_fields=lambda f: Claim(f[0], f[1], f[2], f[3], f[4], f[5], ReservationState(f[6]), f[7], f[8]))
+register(16, StoreCounters)
+register(17, SaleCounters, from_fields=lambda f: SaleCounters(f[0], SaleState(f[1]), *f[2:]))

@@ -212,7 +212,7 @@ class SoldOut(FailedPrecondition):
 
 class StoreQuotaExhausted(FailedPrecondition):
     """The pickup store's share of the flash sale is used up (or, choosing the nearest store, every
-    store in reach is)."""
+    store in reach has used its share up; no store in reach at all is ``INSUFFICIENT_STOCK``)."""
 
     reason = "STORE_QUOTA_EXHAUSTED"
 

@@ -275,18 +275,20 @@ class ClaimResults:
 
     ``status`` is 0 (:data:`CLAIM_OK`) or the code of the refusal (see
     :data:`CLAIM_ERRORS`); ``claim`` is the claim's number (``C{n:010d}``) or
-    -1; ``store`` the location index it is held at or -1; ``expires_at`` its pay
-    deadline. :meth:`get` turns one row into a :class:`Claim` or its error.
+    -1; ``store`` the location index it is held at or -1; ``created_at`` when it was
+    made and ``expires_at`` its pay deadline (NaN when refused). :meth:`get` turns one
+    row into a :class:`Claim` or its error.
     """
 
-    __slots__ = ("sale_id", "status", "claim", "store", "expires_at", "_loc_ids", "_rows")
+    __slots__ = ("sale_id", "status", "claim", "store", "created_at", "expires_at", "_loc_ids", "_rows")
 
     def __init__(self, sale_id: str, status: np.ndarray, claim: np.ndarray, store: np.ndarray,
-                 expires_at: np.ndarray, loc_ids: tuple[str, ...], rows: Any) -> None:
+                 created_at: np.ndarray, expires_at: np.ndarray, loc_ids: tuple[str, ...], rows: Any) -> None:
         self.sale_id = sale_id
         self.status = status
         self.claim = claim
         self.store = store
+        self.created_at = created_at
         self.expires_at = expires_at
         self._loc_ids = loc_ids
         self._rows = rows           # builds a Claim from its number
@@ -481,18 +483,22 @@ def claim_pass(ledger: Any, apply: bool, earmarked: bool, store_loc: np.ndarray,
         elif claimed + q > quota:
             code = _ST_SOLD_OUT
         elif not apply and s < 0:               # the nearest store in reach that can give all q units
-            best, best_dot, quota_ok = -1, -3.0, False
+            best, best_dot, quota_ok, in_reach = -1, -3.0, False, False
             for t in range(n_st):
                 d = float(c_xyz[3 * i] * store_xyz[3 * t] + c_xyz[3 * i + 1] * store_xyz[3 * t + 1]
                           + c_xyz[3 * i + 2] * store_xyz[3 * t + 2])
-                if d < limit_dot or store_claimed[t] + q > store_quota[t]:
+                if d < limit_dot:
+                    continue
+                in_reach = True
+                if store_claimed[t] + q > store_quota[t]:
                     continue
                 quota_ok = True
                 if pool[t * n_sku + j] + avail(t * n_sku + j) >= q and d > best_dot:
                     best, best_dot = t, d
             s = best
             if s < 0:
-                code = _ST_INSUFFICIENT_STOCK if quota_ok else _ST_STORE_QUOTA
+                # every store in reach used its quota up; or none in reach, or none with the units
+                code = _ST_STORE_QUOTA if in_reach and not quota_ok else _ST_INSUFFICIENT_STOCK
         elif store_claimed[s] + q > store_quota[s]:
             code = _ST_STORE_QUOTA
         elif not apply and pool[s * n_sku + j] + avail(s * n_sku + j) < q:

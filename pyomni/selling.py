@@ -305,10 +305,7 @@ class SellingSide:
         now = self._begin_command(ClaimBatch)
         sale = self._sale_of(sale_id)
         spec = sale.spec
-        if sale.state is not SaleState.ACTIVE or not spec.starts_at <= now < spec.ends_at:
-            raise errors.SaleNotActive(f"flash sale {sale_id!r} is {sale.state.name.lower()} (it runs from "
-                                       f"{spec.starts_at} to {spec.ends_at}; the engine's time is {now})",
-                                       field="sale_id")
+        active = sale.state is SaleState.ACTIVE and spec.starts_at <= now < spec.ends_at
         n = len(customers)
         status = np.zeros(n, dtype=np.uint8)
         # input checks, per claim: a bad claim is refused, the others go on
@@ -353,14 +350,18 @@ class SellingSide:
                     rids[i] = None
                     continue
                 if rid in first_of:
-                    copies[i] = first_of[rid]
+                    j = first_of[rid]
+                    if self._claim_fingerprint(sale_id, customers, skus, stores, lat, lon, qty, i) == \
+                            self._claim_fingerprint(sale_id, customers, skus, stores, lat, lon, qty, j):
+                        copies[i] = j
+                    else:
+                        status[i] = _ST_REQUEST_ID_REUSED
                     continue
                 first_of[rid] = i
                 prior = requests.get(rid)
                 if prior is not None:
-                    if status[i] == 0 and prior.command == self._fingerprint(
-                            sale_id, customers[i], skus[i], stores[i] if stores is not None else None,
-                            float(lat[i]), float(lon[i]), int(qty[i])):
+                    if status[i] == 0 and prior.command == self._claim_fingerprint(
+                            sale_id, customers, skus, stores, lat, lon, qty, i):
                         claim_no[i] = claim_number(prior.value().id)
                         wait = max(wait, prior.lsn)
                     else:
@@ -368,6 +369,10 @@ class SellingSide:
         todo = np.flatnonzero((status == 0) & (claim_no < 0))
         for i in copies:                    # copies are answered from their first, below
             todo = todo[todo != i]
+        if len(todo) and not active:        # retries are answered whatever the clock says; new claims are not
+            raise errors.SaleNotActive(f"flash sale {sale_id!r} is {sale.state.name.lower()} (it runs from "
+                                       f"{spec.starts_at} to {spec.ends_at}; the engine's time is {now})",
+                                       field="sale_id")
         out_store = np.full(n, -1, dtype=np.int32)
         if len(todo):
             slot, names, base = sale.customer_slots([customers[i] for i in todo])
@@ -398,13 +403,21 @@ class SellingSide:
         has = claim_no > 0
         rows = claim_no[has] - 1
         loc = np.full(n, -1, dtype=np.int32)
+        created = np.full(n, np.nan)
         expires = np.full(n, np.nan)
         if len(rows):
             sales = self._sale_list
             loc[has] = [int(sales[s].loc[p]) for s, p in zip(t.sale[rows].tolist(), t.store[rows].tolist())]
+            created[has] = t.created[rows]
             expires[has] = t.expires[rows]
             status[has] = CLAIM_OK
-        return ClaimResults(sale_id, status, claim_no, loc, expires, self._loc_ids, self._claim_row_first), lsn
+        return ClaimResults(sale_id, status, claim_no, loc, created, expires, self._loc_ids,
+                            self._claim_row_first), lsn
+
+    def _claim_fingerprint(self, sale_id: str, customers: list[str], skus: list[str], stores: Any,
+                           lat: np.ndarray, lon: np.ndarray, qty: np.ndarray, i: int) -> tuple:
+        return self._fingerprint(sale_id, customers[i], skus[i], stores[i] if stores is not None else None,
+                                 float(lat[i]), float(lon[i]), int(qty[i]))
 
     @staticmethod
     def _fingerprint(sale_id: str, customer: str, sku: str, store: str | None, lat: float, lon: float,
@@ -592,6 +605,9 @@ class SellingSide:
             if quotas[store] < sale.store_claimed[i]:
                 raise errors.InvalidArgument(f"store {store!r} has {sale.store_claimed[i]} units claimed, more "
                                              f"than the new quota {quotas[store]}", field="sale.stores")
+        if new.customer_limit < max(sale.cust_claimed, default=0):
+            raise errors.InvalidArgument(f"a customer holds {max(sale.cust_claimed)} units, more than the new "
+                                         f"limit {new.customer_limit}", field="sale.customer_limit")
         if new.quota < sale.claimed:
             raise errors.InvalidArgument(f"{sale.claimed} units are claimed, more than the new quota {new.quota}",
                                          field="sale.quota")
@@ -605,7 +621,7 @@ class SellingSide:
         old_stores = [s for s, _ in sale.spec.stores]
         # stores keep their positions: the old ones in their order, new ones appended
         quotas = dict(new.stores)
-        added = [(s, q) for s, q in new.stores if s not in sale.spec.stores and s not in old_stores]
+        added = [(s, q) for s, q in new.stores if s not in old_stores]
         spec = FlashSale(new.id, new.skus, new.starts_at, new.ends_at, new.quota,
                          tuple((s, quotas[s]) for s in old_stores) + tuple(added), new.customer_limit,
                          new.pay_window, new.earmark, new.max_km, new.title)

@@ -435,6 +435,7 @@ def claim_results_to_pb(r: ClaimResults, lsn: int, out: Any = None) -> Any:
     msg.store_indexes.extend(np.where(r.store >= 0, index - shift, -1).tolist())
     msg.store_ids.extend(r.loc_ids_of(stores[held]))
     msg.expire_times.extend(np.nan_to_num(r.expires_at, nan=0.0).tolist())
+    msg.create_times.extend(np.nan_to_num(r.created_at, nan=0.0).tolist())
     msg.sequence = lsn
     return msg
 
@@ -480,5 +481,6 @@ def claim_results_from_pb(request: Any, response: Any) -> list[Claim | errors.Py
             continue
         out.append(Claim(f"C{response.claim_numbers[i]:010d}", request.sale_id, request.customers[i],
                          skus[0] if len(skus) == 1 else skus[i], stores[response.store_indexes[i]],
-                         qtys[i] if qtys else 1, ReservationState.HELD, 0.0, response.expire_times[i]))
+                         qtys[i] if qtys else 1, ReservationState.HELD, response.create_times[i],
+                         response.expire_times[i]))
     return out

@@ -10,6 +10,7 @@
   ``make_engine`` runs once on each.
 * ``snapshot`` -- everything observable about an engine's state, to prove a
   failed call changed nothing.
+* ``Checked`` -- an engine proxy that checks the invariants after every call.
 """
 
 from __future__ import annotations
@@ -20,6 +21,27 @@ import pytest
 
 import pyomni
 from pyomni import Capability, Location, LocationKind
+
+
+class Checked:
+    """Proxy an engine, checking its invariants after every call."""
+
+    def __init__(self, eng: pyomni.Engine) -> None:
+        self._eng = eng
+
+    def __getattr__(self, name):
+        attr = getattr(self._eng, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._eng.check_invariants()
+
+        return call
+
 
 SHIP = Capability.SHIP
 PICKUP = Capability.PICKUP

@@ -7,33 +7,13 @@ Every test drives the engine through :class:`Checked`, which runs
 from __future__ import annotations
 
 import pytest
-from conftest import HANGZHOU, SHANGHAI
+from conftest import HANGZHOU, SHANGHAI, Checked
 
 import pyomni
 from pyomni import AllocationStatus, Order, ReservationState, RoutingPolicy, StockLevel, errors
 
 HELD, CONFIRMED, RELEASED, EXPIRED = (ReservationState.HELD, ReservationState.CONFIRMED, ReservationState.RELEASED,
                                       ReservationState.EXPIRED)
-
-
-class Checked:
-    """Proxy an engine, checking its invariants after every call."""
-
-    def __init__(self, eng: pyomni.Engine) -> None:
-        self._eng = eng
-
-    def __getattr__(self, name):
-        attr = getattr(self._eng, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self._eng.check_invariants()
-
-        return call
 
 
 @pytest.fixture
