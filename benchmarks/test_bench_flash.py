@@ -40,7 +40,14 @@ from scratch import REPO, default_base_dir
 
 import pyomni
 from grpc_server.launch import ServerProcess
-from pyomni.v1 import diagnostics_pb2, diagnostics_pb2_grpc, selling_pb2, selling_pb2_grpc
+from pyomni.v1 import (
+    diagnostics_pb2,
+    diagnostics_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
+    selling_pb2,
+    selling_pb2_grpc,
+)
 from pyomni.wire import claim_batch_request
 
 pytestmark = pytest.mark.benchmark(group="flash")
@@ -96,6 +103,29 @@ def side() -> Iterator[PyomniSide]:
     _report()
 
 
+def _stream_worker(call: Any, request: Any, count: Any) -> Worker:
+    """A closed-loop client on one bidirectional stream: send message ``request(k)``, read its answer."""
+    inbox: queue.Queue[Any] = queue.Queue()
+    state: dict[str, Any] = {}
+
+    def requests() -> Iterator[Any]:
+        while (msg := inbox.get()) is not None:
+            yield msg
+
+    def setup() -> None:
+        state["answers"] = call(requests(), timeout=600)
+
+    def op(k: int) -> int:
+        inbox.put(request(k))
+        return count(next(state["answers"]))
+
+    def teardown() -> None:
+        inbox.put(None)
+        for _ in state["answers"]:
+            pass
+    return Worker(op, setup=setup, teardown=teardown)
+
+
 def _echo_worker(side: PyomniSide, i: int) -> Worker:
     stub = diagnostics_pb2_grpc.DiagnosticsServiceStub(side.channel)
     req = diagnostics_pb2.EchoRequest()
@@ -131,36 +161,23 @@ def test_claim_unary(benchmark, side, clients):
     _record(benchmark, f"pyomni-unary-{clients}", result)
 
 
-@pytest.mark.parametrize(("clients", "batch"), [(1, 2000), (8, 500), (64, 100)])
+@pytest.mark.parametrize(("clients", "batch"), [(1, 2000), (1, 500), (8, 500), (64, 100)])
 def test_claim_stream(benchmark, side, clients, batch):
     ok = [0] * clients
     before = side.claimed()
 
     def worker(i: int) -> Worker:
         stub = selling_pb2_grpc.FlashSaleServiceStub(side.channel)
-        inbox: queue.Queue[Any] = queue.Queue()
-        state: dict[str, Any] = {}
 
-        def requests() -> Iterator[Any]:
-            while (msg := inbox.get()) is not None:
-                yield msg
-
-        def setup() -> None:
-            state["answers"] = stub.ClaimUnitsStream(requests(), timeout=600)
-
-        def op(k: int) -> int:
+        def request(k: int) -> Any:
             names = [f"s{clients}-{i}-{k}-{j}" for j in range(batch)]
-            inbox.put(claim_batch_request("hot", names, side.sku, stores=[side.store] * batch, request_ids=names))
-            answer = next(state["answers"])
+            return claim_batch_request("hot", names, side.sku, stores=[side.store] * batch, request_ids=names)
+
+        def count(answer: Any) -> int:
             n = sum(1 for x in answer.outcomes if x == selling_pb2.CLAIMED)
             ok[i] += n
             return n
-
-        def teardown() -> None:
-            inbox.put(None)
-            for _ in state["answers"]:
-                pass
-        return Worker(op, setup=setup, teardown=teardown)
+        return _stream_worker(stub.ClaimUnitsStream, request, count)
 
     result = benchmark.pedantic(lambda: run_clients(clients, worker, seconds=SECONDS, warmup_ops=2), rounds=1,
                                 iterations=1)
@@ -196,6 +213,45 @@ def test_route_orders_batch(benchmark, side):
     assert result.errors == 0 and result.units == result.ops * 1000
     stub_client.close()
     _record(benchmark, "pyomni-route-orders-1x1000", result, "decisions")
+
+
+@pytest.mark.parametrize(("mode", "batch"), [("unary", 1000), ("stream", 2000)])
+def test_route_order_columns(benchmark, side, mode, batch):
+    """Routing decisions through RouteOrderColumns (columns in, one native pass, columns out)."""
+    net = side.network
+    rng = np.random.default_rng(4)
+    other = list(net.skus)[2]
+    with pyomni.Client(side.server.address, timeout=120) as c:
+        c.apply_stock_events([{"location": x, "sku": other, "event": "set", "qty": 1_000_000} for x in net.ids],
+                             request_id=f"columns-stock-{mode}")
+        c.upsert_locations([dataclasses.replace(x, daily_capacity=0) for x in net], request_id="columns-cap")
+    stub = routing_pb2_grpc.RoutingServiceStub(side.channel)
+    held = [0]
+
+    def request(k: int) -> Any:
+        at = rng.integers(len(net.ids), size=batch)
+        ids = [f"rc-{mode}-{k}-{j}" for j in range(batch)]
+        return routing_pb2.RouteOrderColumnsRequest(
+            order_ids=ids, request_ids=ids, line_counts=[1] * batch, skus=[other] * batch, qtys=[1] * batch,
+            latitudes=net.lat[at].tolist(), longitudes=net.lon[at].tolist())
+
+    def worker(i: int) -> Worker:
+        if mode == "unary":
+            def op(k: int) -> int:
+                n = sum(1 for x in stub.RouteOrderColumns(request(k), timeout=60).reservation_numbers if x)
+                held[0] += n
+                return n
+            return Worker(op)
+
+        def count(answer: Any) -> int:
+            n = sum(1 for x in answer.reservation_numbers if x)
+            held[0] += n
+            return n
+        return _stream_worker(stub.RouteOrderColumnsStream, request, count)
+
+    result = benchmark.pedantic(lambda: run_clients(1, worker, seconds=SECONDS, warmup_ops=1), rounds=1, iterations=1)
+    assert result.errors == 0 and result.units == result.ops * batch      # every order held
+    _record(benchmark, f"pyomni-route-columns-{mode}-1x{batch}", result, "decisions")
 
 
 def test_feed_latency(benchmark, side):
@@ -343,6 +399,9 @@ def _report() -> None:
         out["stream_vs_redis_batch"] = best_stream / rate["redis-batch100-8"]
     if echo and "pyomni-route-orders-1x1000" in rate:
         out["route_orders_vs_empty_unary"] = rate["pyomni-route-orders-1x1000"] / echo
+    for mode in ("unary-1x1000", "stream-1x2000"):
+        if echo and f"pyomni-route-columns-{mode}" in rate:
+            out[f"route_columns_{mode}_vs_empty_unary"] = rate[f"pyomni-route-columns-{mode}"] / echo
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "flash.json").write_text(json.dumps(out, indent=1))
     print("\n" + json.dumps({k: v for k, v in out.items() if k != "cases"}, indent=1))
@@ -352,7 +411,7 @@ def _report() -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    names = [k for k in RESULTS if not k.startswith("echo") and "route" not in k]
+    names = [k for k in RESULTS if k.startswith(("pyomni-unary", "pyomni-stream", "postgres", "redis"))]
     names.sort(key=lambda k: rate[k])
     if not names:
         return

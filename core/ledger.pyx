@@ -538,6 +538,33 @@ cdef class Ledger:
         self.confirmed_today[loc] += confirmed_delta
         return ST_OK
 
+    def add_loads(self, const int32_t[::1] loc, int32_t held_delta):
+        """``add_load(l, held_delta, 0)`` for every location listed (a location listed twice counts twice),
+        all or nothing. Returns a status."""
+        cdef int64_t i, n = loc.shape[0]
+        for i in range(n):
+            if loc[i] < 0 or loc[i] >= self.n_locations:
+                return ST_UNKNOWN_LOCATION
+        for i in range(n):
+            self.held_shipments[loc[i]] += held_delta
+        for i in range(n):
+            if self.held_shipments[loc[i]] < 0:
+                for i in range(n):
+                    self.held_shipments[loc[i]] -= held_delta
+                return ST_INVARIANT
+        return ST_OK
+
+    def cells_of(self, const int32_t[::1] loc, const int32_t[::1] sku):
+        """The cell index of every (loc, sku) pair (-1 where there is none), as an int64 array."""
+        cdef int64_t i, n = loc.shape[0]
+        if sku.shape[0] != n:
+            raise ValueError("loc and sku must have the same length")
+        out = np.empty(n, dtype=np.int64)
+        cdef int64_t[::1] o = out
+        for i in range(n):
+            o[i] = self.find(loc[i], sku[i]) if 0 <= loc[i] < self.n_locations and 0 <= sku[i] < self.n_skus else -1
+        return out
+
     def new_day(self):
         """Start a new business day: confirmed shipments stop counting toward capacity."""
         memset(self.confirmed_today, 0, max(self.n_locations, 1) * sizeof(int32_t))

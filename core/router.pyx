@@ -599,6 +599,111 @@ cdef class Router:
         return (status, tuple(shipments), plan.total if status == 0 else 0.0, covered, st.considered,
                 tuple([st.rejected[i] for i in range(N_REJECT)]), singles, st.strategy, split_reason)
 
+    def route_many(self, NativePolicy pol, const double[::1] lat, const double[::1] lon,
+                   const int64_t[::1] line_off, const int32_t[::1] sku, const int32_t[::1] qty, int need_cap,
+                   double max_km, int max_shipments, uint8_t[::1] status, uint8_t[::1] split,
+                   int32_t[::1] n_ship, int32_t[::1] ship_loc, double[::1] ship_km, double[::1] ship_cost,
+                   int32_t[::1] take, int32_t[::1] covered, int64_t[::1] line_avail):
+        """Decide a batch of delivery orders in order, each seeing the holds of those before it, then give
+        every hold back: the state is as it was, the plans are in the arrays.
+
+        Order ``i`` has lines ``line_off[i]:line_off[i+1]`` of ``sku``/``qty`` (interned, validated) and goes
+        to ``(lat[i], lon[i])``; ``status[i]`` on entry is 0 to decide it, anything else to skip it. Out:
+        ``status`` 0 = a full plan, 1 = unfulfillable, 2 = internal error; ``split`` the split reason;
+        ``n_ship``; per shipment slot ``i * max_shipments + s``: ``ship_loc``, ``ship_km``, five
+        ``ship_cost`` parts; ``take[line_off[i] * max_shipments + s * n_lines + l]``; per line ``covered``
+        (units the best plan covers) and, for unfulfillable orders, ``line_avail`` (the SKU's
+        network-wide available units at the order's turn). Returns the number of full plans.
+        """
+        cdef int64_t n = lat.shape[0], i, k, base, held_orders = 0
+        cdef int s, l, n_lines, reason = 0, code
+        cdef int max_ship = max(1, min(max_shipments, MAX_SHIPMENTS))
+        cdef Query q
+        cdef Singles best
+        cdef Plan plan
+        cdef Stats st
+        cdef int64_t cells[MAX_SHIPMENTS * MAX_LINES]
+        if (lon.shape[0] != n or line_off.shape[0] != n + 1 or status.shape[0] != n or split.shape[0] != n
+                or n_ship.shape[0] != n or ship_loc.shape[0] < n * max_ship or ship_km.shape[0] < n * max_ship
+                or ship_cost.shape[0] < 5 * n * max_ship or covered.shape[0] != sku.shape[0]
+                or line_avail.shape[0] != sku.shape[0] or qty.shape[0] != sku.shape[0]
+                or take.shape[0] < sku.shape[0] * max_ship or (n and line_off[n] != sku.shape[0])):
+            raise ValueError("route_many: array lengths do not match")
+        for i in range(n):
+            n_lines = <int> (line_off[i + 1] - line_off[i])
+            if status[i] == 0 and (n_lines < 1 or n_lines > MAX_LINES):
+                raise ValueError("order size out of range")
+            for k in range(line_off[i], line_off[i + 1]):
+                if status[i] == 0 and (sku[k] < 0 or sku[k] >= self.ledger.n_skus or qty[k] <= 0):
+                    raise ValueError("line out of range")
+        # hold-and-undo needs the cells of every hold taken: one array for the whole batch
+        all_cells = np.full(sku.shape[0] * max_ship, -1, dtype=np.int64)
+        cdef int64_t[::1] kept = all_cells
+        cdef int32_t* held = self.ledger.held_shipments
+        cdef int64_t* sku_avail = self.ledger.sku_available
+        cdef Ledger ledger = self.ledger
+        self.excl_gen += 1              # a generation no location is marked with: nothing excluded
+        if self.excl_gen == 0:
+            memset(self.excl_mark, 0, max(self.n, 1) * sizeof(uint32_t))
+            self.excl_gen = 1
+        with nogil:
+            for i in range(n):
+                if status[i] != 0:
+                    continue
+                n_lines = <int> (line_off[i + 1] - line_off[i])
+                for l in range(n_lines):
+                    q.sku[l] = sku[line_off[i] + l]
+                    q.qty[l] = qty[line_off[i] + l]
+                q.n_lines = n_lines
+                q.excl_gen = self.excl_gen
+                _order_by_rarity(&q, ledger.sku_count)
+                q.pickup_loc = -1
+                q.need_cap = <uint8_t> need_cap
+                q.max_km = max_km
+                q.max_shipments = max_ship
+                memset(&st, 0, sizeof(Stats))
+                unit_vector(lat[i], lon[i], q.dest)
+                code = self._route_one(&pol.p, &q, True, &best, &plan, &st, cells, &reason)
+                status[i] = <uint8_t> code
+                split[i] = <uint8_t> reason
+                base = line_off[i]
+                for l in range(n_lines):
+                    covered[base + l] = q.qty[l] - plan.remaining[l]
+                if code != 0:
+                    n_ship[i] = 0
+                    for l in range(n_lines):
+                        line_avail[base + l] = sku_avail[q.sku[l]]
+                    continue
+                held_orders += 1
+                n_ship[i] = plan.n_ship
+                for s in range(plan.n_ship):
+                    k = i * max_ship + s
+                    ship_loc[k] = plan.loc[s]
+                    ship_km[k] = plan.km[s]
+                    ship_cost[5 * k] = plan.cost[s].fixed
+                    ship_cost[5 * k + 1] = plan.cost[s].distance
+                    ship_cost[5 * k + 2] = plan.cost[s].low_stock
+                    ship_cost[5 * k + 3] = plan.cost[s].load
+                    ship_cost[5 * k + 4] = plan.cost[s].priority
+                    for l in range(n_lines):
+                        take[base * max_ship + s * n_lines + l] = plan.take[s][l]
+                        kept[base * max_ship + s * n_lines + l] = cells[s * MAX_LINES + l]
+            # give everything back, newest first: the state is exactly as it was
+            i = n
+            while i > 0:
+                i -= 1
+                if status[i] != 0:
+                    continue
+                n_lines = <int> (line_off[i + 1] - line_off[i])
+                base = line_off[i]
+                for s in range(n_ship[i] - 1, -1, -1):
+                    held[ship_loc[i * max_ship + s]] -= 1
+                    for l in range(n_lines - 1, -1, -1):
+                        k = base * max_ship + s * n_lines + l
+                        if kept[k] >= 0:
+                            ledger.unhold(kept[k], take[k])
+        return held_orders
+
     def nearest_filling(self, double lat, double lon, skus, qtys, int k, double radius_km, int need_cap):
         """Up to ``k`` open locations with ``need_cap`` within ``radius_km`` that each hold
         every ``(sku, qty)`` available; ``[(loc, km), ...]`` nearest first (ties: lower index).

@@ -41,17 +41,22 @@ from .status import abort_with
 __all__ = ["FlashSaleServicer", "ClaimCoalescer"]
 
 class _Waiter:
-    __slots__ = ("item", "done", "result", "lead")
+    __slots__ = ("item", "event", "result", "ready")
 
     def __init__(self, item: tuple) -> None:
         self.item = item
-        self.done = threading.Event()
+        self.event = threading.Event()    # set when the answer is ready, or to hand this caller the lead
         self.result: Any = None
-        self.lead = False
+        self.ready = False
 
 
 class ClaimCoalescer:
-    """Concurrent single claims, decided and made durable in batches (see the module's text)."""
+    """Concurrent single claims, decided and made durable in batches (see the module's text).
+
+    A leader decides one batch, hands the lead to the next waiting caller, and only then waits for its
+    batch's fsync: the next batch is decided while this one reaches the disk (the journal commits them
+    together when they meet).
+    """
 
     def __init__(self, engine: Engine, *, max_batch: int = 2048) -> None:
         self._engine = engine
@@ -69,32 +74,43 @@ class ClaimCoalescer:
         with self._lock:
             self._pending.append(me)
             lead = not self._leading
-            if lead:
-                self._leading = True
-        if not lead:
-            me.done.wait()
-            if not me.lead:
-                return me.result
+            self._leading = True
         while True:
+            if lead:
+                self._lead_once()
+            me.event.wait()
             with self._lock:
-                batch = self._pending[:self._max_batch]
-                del self._pending[:self._max_batch]
-            self._run(batch)
-            with self._lock:
-                if not self._pending:
-                    self._leading = False
-                    break
-                if me.done.is_set():              # hand the lead on: my answer is ready
-                    heir = self._pending[0]           # its claim stays first in line
-                    heir.lead = True
-                    heir.done.set()
-                    break
-        return me.result
+                if me.ready:
+                    return me.result
+                me.event.clear()                  # woken to lead: my claim is first in line
+                lead = True
 
-    def _run(self, batch: list[_Waiter]) -> None:
+    def _lead_once(self) -> None:
+        with self._lock:
+            batch = self._pending[:self._max_batch]
+            del self._pending[:self._max_batch]
+        decided = self._decide(batch)
+        with self._lock:
+            if self._pending:
+                self._pending[0].event.set()      # the next leader decides while this batch is synced
+            else:
+                self._leading = False
+        for ws, answers, lsn in decided:
+            if lsn:
+                try:
+                    self._engine.wait_durable(lsn)
+                except errors.PyomniError as exc:
+                    answers = [exc] * len(ws)
+            for w, a in zip(ws, answers):
+                w.result = a
+                w.ready = True
+                w.event.set()
+
+    def _decide(self, batch: list[_Waiter]) -> list[tuple[list[_Waiter], list[Any], int]]:
         by_sale: dict[str, list[_Waiter]] = {}
         for w in batch:
             by_sale.setdefault(w.item[0], []).append(w)
+        out = []
         for sale_id, ws in by_sale.items():
             try:
                 items = [w.item for w in ws]
@@ -103,16 +119,13 @@ class ClaimCoalescer:
                 results = self._engine.claim_many(
                     sale_id, [x[1] for x in items], [x[2] for x in items], [x[3] for x in items],
                     stores=stores if any(stores) else None, near=near if not all(stores) else None,
-                    request_ids=[x[6] for x in items])
-                answers: list[Any] = [results.get(i) for i in range(len(ws))]
+                    request_ids=[x[6] for x in items], wait=False)
+                out.append((ws, [results.get(i) for i in range(len(ws))], results.lsn))
                 self.batches += 1
                 self.claims += len(ws)
             except errors.PyomniError as exc:           # the whole batch: unknown sale, not active, storage
-                answers = [exc] * len(ws)
-            for w, a in zip(ws, answers):
-                w.result = a
-                w.lead = False
-                w.done.set()
+                out.append((ws, [exc] * len(ws), 0))
+        return out
 
 
 class FlashSaleServicer(selling_pb2_grpc.FlashSaleServiceServicer):

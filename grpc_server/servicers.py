@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 
 from pyomni import Engine, errors
 from pyomni.v1 import (
@@ -256,6 +257,31 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         # so a stream of single orders is no faster than unary calls (measured); batches amortise it
         return stream_batches(self._batch, request_iterator, context)
 
+    def _columns(self, request: Any) -> Any:
+        n = len(request.order_ids)
+        if n > MAX_BATCH:
+            raise errors.InvalidArgument(f"at most {MAX_BATCH:,} orders per call, got {n:,}", field="order_ids")
+        ttl = request.ttl_seconds
+        if ttl < 0 or ttl != ttl:
+            raise errors.InvalidArgument("ttl_seconds must be >= 0", field="ttl_seconds")
+        channels = list(request.channels)
+        res = self._engine.route_columns(
+            list(request.order_ids), np.asarray(request.line_counts, dtype=np.int64), list(request.skus),
+            np.asarray(request.qtys, dtype=np.int64), np.asarray(request.latitudes, dtype=np.float64),
+            np.asarray(request.longitudes, dtype=np.float64),
+            channels=(channels[0] if len(channels) == 1 else channels) if channels else "app",
+            request_ids=list(request.request_ids) if len(request.request_ids) else None,
+            policy=request.policy or None, ttl=ttl or None)
+        return route_results_to_pb(res, self._engine, routing_pb2.RouteOrderColumnsResponse())
+
+    @_rpc
+    def RouteOrderColumns(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._columns(request)
+
+    def RouteOrderColumnsStream(self, request_iterator: Iterator[Any],
+                                context: grpc.ServicerContext) -> Iterator[Any]:
+        return stream_batches(self._columns, request_iterator, context)
+
     @_rpc
     def ConfirmReservation(self, request: Any, context: grpc.ServicerContext) -> Any:
         return reservation_to_pb(self._engine.confirm(request.reservation_id,
@@ -288,6 +314,72 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         if len(found) > size:
             response.next_page_token = _encode_token(found[size - 1].id)
         return response
+
+
+def route_results_to_pb(res: Any, engine: Engine, msg: Any) -> Any:
+    """``RouteResults`` as a ``RouteOrderColumnsResponse``: columns in, columns out (rows answered with
+    objects -- retries, the general path -- are spliced in where they stand)."""
+    n = len(res)
+    loc_ids = engine.network.ids
+    msg.statuses.extend(res.status.tolist())
+    msg.reservation_numbers.extend(res.reservation.tolist())
+    msg.expire_times.extend(res.expires_at.tolist())
+    msg.total_costs.extend(res.total.tolist())
+    if not res._answers:
+        ship_loc, ship_km, ship_cost, take, n_ship = res.ship_loc, res.ship_km, res.ship_cost, res.take, res.n_ship
+    else:       # splice the object rows' shipments into the columns, in row order
+        index = {x: i for i, x in enumerate(loc_ids)}
+        locs, kms, costs, takes, counts = [], [], [], [], []
+        ship = tk = 0
+        line_skus = None
+        for i in range(n):
+            a = res._answers.get(i)
+            if a is None:
+                k = int(res.n_ship[i])
+                nl = int(res.line_counts[i])
+                locs.extend(res.ship_loc[ship:ship + k].tolist())
+                kms.extend(res.ship_km[ship:ship + k].tolist())
+                costs.extend(res.ship_cost[5 * ship:5 * (ship + k)].tolist())
+                takes.extend(res.take[tk:tk + k * nl].tolist())
+                ship += k
+                tk += k * nl
+                counts.append(k)
+                continue
+            line_skus = res.line_skus(i)
+            for sh in a.shipments:
+                locs.append(index[sh.location])
+                kms.append(sh.distance_km)
+                c = sh.cost
+                costs.extend((c.fixed, c.distance, c.low_stock, c.load, c.priority))
+                got = {x.sku: x.qty for x in sh.lines}
+                takes.extend(got.get(s, 0) for s in line_skus)
+            counts.append(len(a.shipments))
+        ship_loc, ship_km, ship_cost, take, n_ship = (np.asarray(locs, dtype=np.int32), np.asarray(kms),
+                                                      np.asarray(costs), np.asarray(takes, dtype=np.int64),
+                                                      np.asarray(counts, dtype=np.int32))
+    msg.shipment_counts.extend(n_ship.tolist())
+    used, where = np.unique(ship_loc, return_inverse=True)
+    msg.location_ids.extend(loc_ids[x] for x in used.tolist())
+    msg.shipment_locations.extend(where.tolist())
+    msg.shipment_km.extend(ship_km.tolist())
+    msg.shipment_costs.extend(ship_cost.tolist())
+    msg.shipment_qtys.extend(take.tolist())
+    for i, exc in sorted(res.errors.items()):
+        msg.error_rows.append(i)
+        msg.error_codes.append(STATUS_CODES[type(exc)].value[0])
+        msg.error_reasons.append(exc.reason)
+        msg.error_messages.append(str(exc))
+        msg.error_fields.append(exc.field or "")
+    for i in np.flatnonzero(res.status == 3).tolist():        # UNFULFILLABLE: its short lines
+        a = res.get(i)
+        for sl in a.short_lines:
+            msg.short_rows.append(i)
+            msg.short_skus.append(sl.sku)
+            msg.short_requested.append(sl.requested)
+            msg.short_allocatable.append(sl.allocatable)
+            msg.short_reasons.append(sl.reason)
+    msg.sequence = engine.lsn
+    return msg
 
 
 class DiagnosticsServicer(diagnostics_pb2_grpc.DiagnosticsServiceServicer):

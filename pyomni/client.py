@@ -73,6 +73,8 @@ from .wire import (
     pickup_from_pb,
     reservation_from_pb,
     reservation_state_to_pb,
+    route_columns_request,
+    route_results_from_pb,
     sale_counters_from_pb,
     stock_level_from_pb,
 )
@@ -82,7 +84,7 @@ __all__ = ["Client", "RETRY_POLICY"]
 _IDEMPOTENT = {
     "pyomni.v1.InventoryService": ["UpsertLocations", "ApplyStockEvents", "GetStock", "GetAvailability",
                                    "FindNearbyStock", "FindPickupLocations"],
-    "pyomni.v1.RoutingService": ["RouteOrder", "QuoteOrder", "RouteOrders", "ConfirmReservation",
+    "pyomni.v1.RoutingService": ["RouteOrder", "QuoteOrder", "RouteOrders", "RouteOrderColumns", "ConfirmReservation",
                                  "ReleaseReservation", "RerouteReservation", "GetReservation", "ListReservations"],
     "pyomni.v1.DiagnosticsService": ["Echo"],
     "pyomni.v1.FlashSaleService": ["CreateFlashSale", "UpdateFlashSale", "EndFlashSale", "GetFlashSale",
@@ -238,6 +240,15 @@ class Client:
                 yield from (_result(r) for r in response.results)
         except grpc.RpcError as exc:
             raise _error(exc) from None
+
+    def route_columns(self, orders: Sequence[Order], *, request_ids: Sequence[str] | None = None,
+                      policy: str | None = None, ttl: float | None = None,
+                      timeout: float | None = None) -> list[Allocation | errors.PyomniError]:
+        """Route delivery orders through ``RouteOrderColumns``: the orders travel as columns and are
+        decided in one native pass on the server (answers carry no explanation)."""
+        ids = list(request_ids) if request_ids is not None else [uuid.uuid4().hex for _ in orders]
+        req = route_columns_request(orders, request_ids=ids, policy=policy or "", ttl=ttl or 0.0)
+        return route_results_from_pb(req, self._call(self._routing.RouteOrderColumns, req, timeout))
 
     def confirm(self, reservation_id: str, *, request_id: str | None = None,
                 timeout: float | None = None) -> Reservation:

@@ -53,7 +53,7 @@ __all__ = [
     "Command", "StockCommand", "StockEvents", "Transfer", "RouteOrder", "ReservePlan", "EndReservation",
     "Reroute", "Expire", "UpsertLocations", "SetLocationOpen", "SetDailyCapacity", "NewDay", "RegisterSkus",
     "RegisterPolicy", "SetChannelRule", "CreateSale", "UpdateSale", "EndSale", "ClaimBatch", "EndClaim",
-    "Hold", "Unfilled", "Rerouted", "Expired", "ShipmentPlan", "Earmark", "Claimed",
+    "RouteBatch", "Hold", "Unfilled", "Rerouted", "Expired", "ShipmentPlan", "Earmark", "Claimed", "HeldBatch",
 ]
 
 
@@ -195,6 +195,27 @@ class SetChannelRule(Command):
     rule: ChannelRule | None
 
 
+@dataclass(frozen=True, slots=True)
+class RouteBatch(Command):
+    """Delivery orders routed in one native pass, as little-endian columns (effect: :class:`HeldBatch`).
+
+    The journal holds the orders decided: every one held, and those refused that carry a request id.
+    Order ``i`` has ``line_counts[i]`` (int32) lines of ``sku`` (interned int32) and ``qty`` (int32), and
+    goes to ``lat[i]``/``lon[i]`` (float64).
+    """
+
+    order_ids: tuple[str, ...]
+    request_ids: tuple[str | None, ...]
+    channels: tuple[str, ...]
+    line_counts: bytes
+    sku: bytes
+    qty: bytes
+    lat: bytes
+    lon: bytes
+    policy: str | RoutingPolicy | None
+    ttl: float | None
+
+
 # -- flash sales -------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CreateSale(Command):
@@ -314,6 +335,23 @@ class Earmark:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldBatch:
+    """What a :class:`RouteBatch` decided, per order: ``status`` (uint8: 0 held, 1 unfulfillable), the split
+    reason (uint8), ``n_ship`` (int32); then per shipment of the held orders, in order: the location
+    (int32), km and five cost parts (float64), and the units per line of its order (int32); the short
+    lines of each unfulfillable order, in order (their reservation numbers follow from the state)."""
+
+    status: bytes
+    split: bytes
+    n_ship: bytes
+    ship_loc: bytes
+    ship_km: bytes
+    ship_cost: bytes
+    take: bytes
+    short: tuple[tuple[ShortLine, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """The store position each claim of a batch is held at (int32 per claim)."""
 
@@ -326,5 +364,8 @@ for _code, _cls in enumerate((StockCommand, StockEvents, Transfer, RouteOrder, R
                               RegisterSkus, RegisterPolicy, SetChannelRule, CreateSale, UpdateSale, EndSale,
                               ClaimBatch, EndClaim), start=20):
     codec.register(_code, _cls)
-for _code, _cls in enumerate((ShipmentPlan, Hold, Unfilled, Rerouted, Expired, Earmark, Claimed), start=40):
+for _code, _cls in enumerate((RouteBatch,), start=60):      # 20..39 are full: more commands from 60
+    codec.register(_code, _cls)
+for _code, _cls in enumerate((ShipmentPlan, Hold, Unfilled, Rerouted, Expired, Earmark, Claimed, HeldBatch),
+                             start=40):
     codec.register(_code, _cls)

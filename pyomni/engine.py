@@ -85,6 +85,7 @@ from .commands import (
     Reroute,
     Rerouted,
     ReservePlan,
+    RouteBatch,
     RouteOrder,
     SetChannelRule,
     SetDailyCapacity,
@@ -125,6 +126,7 @@ from .model import (
 )
 from .network import Network
 from .policy import DEFAULT_POLICY, ChannelRule, RoutingPolicy
+from .routing_batch import BatchRouting
 from .selling import SellingSide
 
 __all__ = ["Engine", "EngineState", "config", "set_config"]
@@ -291,7 +293,7 @@ def _check_seconds(value: Any, field: str) -> float:
     return float(value)
 
 
-class Engine(SellingSide):
+class Engine(SellingSide, BatchRouting):
     """Inventory ledger, routing, reservations and flash sales for one network.
 
     ``Engine(network)`` keeps its state in memory only; :meth:`Engine.open`
@@ -327,8 +329,9 @@ class Engine(SellingSide):
     5
     """
 
-    _later_type = _Later            # for the selling side, which cannot import this module
+    _later_type = _Later            # for the mixins (selling, batch routing), which cannot import this module
     _remembered_type = _Remembered
+    _record_type = _Record
 
     def __init__(self, network: Network, *, policy: RoutingPolicy | None = None,
                  clock: Callable[[], float] = time.time, reservation_ttl: float = 900.0,
@@ -931,9 +934,10 @@ class Engine(SellingSide):
     def _decide_apply_only(self, command: Command, now: float) -> tuple[Any, Any]:
         return None, None
 
-    def _decide_claims_elsewhere(self, command: ClaimBatch, now: float) -> tuple[Any, Any]:
-        # a batch of claims is decided claim by claim in _commit_claims (selling.py); its record is replayed
-        raise errors.InvariantViolation("claims are made with claim()/claim_many(), not as a bare command")
+    def _decide_claims_elsewhere(self, command: ClaimBatch | RouteBatch, now: float) -> tuple[Any, Any]:
+        # batches are decided row by row in _commit_claims (selling.py) and _commit_route_batch
+        # (routing_batch.py); only their records come through here, in replay
+        raise errors.InvariantViolation("batches go through claim_many() / route_columns(), not as bare commands")
 
     def _decide_route(self, command: RouteOrder, now: float) -> tuple[Any, Any]:
         pol = self._resolve_policy(command.policy)
@@ -2066,4 +2070,5 @@ _HANDLERS: dict[type, tuple[Callable[..., tuple[Any, Any]], Callable[..., Any]]]
     EndSale: (Engine._decide_end_sale, Engine._apply_end_sale),
     ClaimBatch: (Engine._decide_claims_elsewhere, Engine._apply_claims),
     EndClaim: (Engine._decide_end_claim, Engine._apply_end_claim),
+    RouteBatch: (Engine._decide_claims_elsewhere, Engine._apply_route_batch),
 }

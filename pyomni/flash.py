@@ -280,7 +280,7 @@ class ClaimResults:
     row into a :class:`Claim` or its error.
     """
 
-    __slots__ = ("sale_id", "status", "claim", "store", "created_at", "expires_at", "_loc_ids", "_rows")
+    __slots__ = ("sale_id", "status", "claim", "store", "created_at", "expires_at", "lsn", "_loc_ids", "_rows")
 
     def __init__(self, sale_id: str, status: np.ndarray, claim: np.ndarray, store: np.ndarray,
                  created_at: np.ndarray, expires_at: np.ndarray, loc_ids: tuple[str, ...], rows: Any) -> None:
@@ -290,6 +290,7 @@ class ClaimResults:
         self.store = store
         self.created_at = created_at
         self.expires_at = expires_at
+        self.lsn = 0                # the journal record the batch must see durable before it is answered
         self._loc_ids = loc_ids
         self._rows = rows           # builds a Claim from its number
 

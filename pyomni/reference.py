@@ -214,6 +214,18 @@ class ReferenceLedger:
         self.confirmed_today[loc] += confirmed_delta
         return ST_OK
 
+    def add_loads(self, loc: np.ndarray, held_delta: int) -> int:
+        for i, x in enumerate(loc.tolist()):
+            st = self.add_load(x, held_delta, 0)
+            if st:
+                for y in loc.tolist()[:i]:
+                    self.add_load(y, -held_delta, 0)
+                return st
+        return ST_OK
+
+    def cells_of(self, loc: np.ndarray, sku: np.ndarray) -> np.ndarray:
+        return np.array([self.index.get((a, b), -1) for a, b in zip(loc.tolist(), sku.tolist())], dtype=np.int64)
+
     def new_day(self) -> None:
         self.confirmed_today = [0] * self.n_locations
 

@@ -209,7 +209,7 @@ class SellingSide:
     def claim_many(self, sale_id: str, customers: Sequence[str], skus: str | Sequence[str],
                    qtys: Sequence[int] | np.ndarray | None = None, *, stores: Sequence[str | None] | None = None,
                    near: Sequence[tuple[float, float]] | np.ndarray | None = None,
-                   request_ids: Sequence[str | None] | None = None) -> ClaimResults:
+                   request_ids: Sequence[str | None] | None = None, wait: bool = True) -> ClaimResults:
         """A batch of claims in one sale: one lock acquisition, one native pass, one journal commit.
 
         Columns, one entry per claim: ``customers``; ``skus`` (or one SKU for
@@ -220,14 +220,25 @@ class SellingSide:
         outcome (see :class:`~pyomni.flash.ClaimResults`), so one refusal does
         not stop the others. Raises only for the batch as a whole:
         ``UnknownSale``, ``SaleNotActive``, or columns of different lengths.
+
+        With ``wait=False`` the call returns as soon as the batch is decided
+        and handed to the journal, before it is durable: the caller must call
+        :meth:`wait_durable` with ``results.lsn`` before answering anybody (the
+        server does, so that deciding the next batch overlaps this one's fsync).
         """
         n = len(customers)
         cols = self._claim_columns(n, skus, qtys, stores, near, request_ids)
         with self._lock:
             results, lsn = self._commit_claims(sale_id, list(customers), *cols)
+        results.lsn = lsn
+        if wait:
+            self.wait_durable(lsn)
+        return results
+
+    def wait_durable(self, lsn: int) -> None:
+        """Return once journal record ``lsn`` is durable (at once without a journal or for lsn 0)."""
         if lsn and self._journal is not None:
             self._wait(lsn)
-        return results
 
     def confirm_claim(self, claim: str, *, request_id: str | None = None) -> Claim:
         """The claim was paid: its units leave the store's stock (they stay counted in the quotas)."""

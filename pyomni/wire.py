@@ -49,7 +49,7 @@ from .model import (
     ShortLine,
     StockLevel,
 )
-from .v1 import inventory_pb2, selling_pb2, types_pb2
+from .v1 import inventory_pb2, routing_pb2, selling_pb2, types_pb2
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -483,4 +483,66 @@ def claim_results_from_pb(request: Any, response: Any) -> list[Claim | errors.Py
                          skus[0] if len(skus) == 1 else skus[i], stores[response.store_indexes[i]],
                          qtys[i] if qtys else 1, ReservationState.HELD, response.create_times[i],
                          response.expire_times[i]))
+    return out
+
+
+# -- routing in columns ----------------------------------------------------------------------
+def route_columns_request(orders: Sequence[Order], *, request_ids: Sequence[str] | None = None, policy: str = "",
+                          ttl: float = 0.0) -> Any:
+    """A ``RouteOrderColumnsRequest`` of delivery orders (columns: no message per order)."""
+    msg = routing_pb2.RouteOrderColumnsRequest(policy=policy or "", ttl_seconds=ttl or 0.0)
+    msg.order_ids.extend(o.id for o in orders)
+    msg.line_counts.extend(len(o.lines) for o in orders)
+    msg.skus.extend(line.sku for o in orders for line in o.lines)
+    msg.qtys.extend(line.qty for o in orders for line in o.lines)
+    for o in orders:
+        if o.destination is None:
+            raise errors.InvalidOrder(f"order {o.id!r}: the columnar call takes delivery orders", field="destination")
+    msg.latitudes.extend(o.destination[0] for o in orders)       # type: ignore[index]
+    msg.longitudes.extend(o.destination[1] for o in orders)      # type: ignore[index]
+    channels = {o.channel for o in orders}
+    if channels != {"app"}:
+        msg.channels.extend([o.channel for o in orders] if len(channels) > 1 else list(channels))
+    if request_ids is not None:
+        msg.request_ids.extend(r or "" for r in request_ids)
+    return msg
+
+
+def route_results_from_pb(request: Any, response: Any) -> list[Allocation | errors.PyomniError]:
+    """Each order of a ``RouteOrderColumnsResponse`` as an :class:`~pyomni.Allocation` or its typed error."""
+    n = len(response.statuses)
+    failed = {r: (reason, message, field) for r, reason, message, field in
+              zip(response.error_rows, response.error_reasons, response.error_messages, response.error_fields)}
+    shorts: dict[int, list[ShortLine]] = {}
+    for r, sku, req, alloc, why in zip(response.short_rows, response.short_skus, response.short_requested,
+                                       response.short_allocatable, response.short_reasons):
+        shorts.setdefault(r, []).append(ShortLine(sku, req, alloc, why))
+    counts = list(request.line_counts)
+    skus = list(request.skus)
+    locs = list(response.location_ids)
+    ship_loc, km, costs, qtys = (list(response.shipment_locations), list(response.shipment_km),
+                                 list(response.shipment_costs), list(response.shipment_qtys))
+    out: list[Allocation | errors.PyomniError] = []
+    line = ship = take = 0
+    for i in range(n):
+        nl = counts[i]
+        order_skus = skus[line:line + nl]
+        line += nl
+        if i in failed:
+            reason, message, field = failed[i]
+            out.append((error_class(reason) or errors.PyomniError)(message, field=field or None))
+            continue
+        shipments = []
+        for _ in range(response.shipment_counts[i]):
+            lines = tuple(Line(s, q) for s, q in zip(order_skus, qtys[take:take + nl]) if q)
+            shipments.append(Shipment(locs[ship_loc[ship]], lines, km[ship],
+                                      CostBreakdown(*costs[5 * ship:5 * ship + 5])))
+            ship += 1
+            take += nl
+        number = response.reservation_numbers[i]
+        out.append(Allocation(request.order_ids[i], _STATUS_FROM[response.statuses[i]],
+                              f"R{number:010d}" if number else None, tuple(shipments), response.total_costs[i],
+                              tuple(shorts.get(i, ())), Explanation("columns", len(shipments), {}, (),
+                                                                   len(shipments) > 1, "", ""),
+                              response.expire_times[i] or None))
     return out

@@ -43,7 +43,8 @@ def fingerprint(eng: pyomni.Engine, request_ids=()) -> tuple:
                                   state.reserved.tolist(), state.safety.tolist()) if any(c[2:]))
     return (cells, eng.reservations(), state.seq, state.lsn, state.held.tolist(), state.confirmed.tolist(),
             state.is_open.tolist(), state.daily_capacity.tolist(), eng.network.ids, eng.skus,
-            [eng.remembered(r) for r in request_ids])
+            [eng.remembered(r) for r in request_ids],
+            [(eng.sale_counters(x.id), eng.claims(x.id)) for x in eng.sales()])
 
 
 def crash_image(eng: pyomni.Engine, target: Path) -> Path:
@@ -89,6 +90,25 @@ def workload(eng: pyomni.Engine, clock: FakeClock) -> list[str]:
     assert eng.expire_due() == [c.reservation_id]
     eng.release(eng.route_order(order("o-6", qty=1), request_id=rid("route-6")).reservation_id,
                 request_id=rid("release-6"))
+    # a batch in columns: one record for all of it, each order's request id remembered
+    batch = eng.route_columns(["o-7", "o-8", "o-none-2"], [1, 2, 1],
+                              ["SKU-000002", "SKU-000001", "SKU-000002", "SKU-000009"], [1, 1, 1, 1],
+                              [float(NET.lat[x]) for x in (2, 4, 6)], [float(NET.lon[x]) for x in (2, 4, 6)],
+                              request_ids=[rid("columns-7"), rid("columns-8"), rid("columns-none")])
+    assert batch.held == 2 and not batch.errors
+    # a flash sale: created, claimed (one and a batch), paid, cancelled, ended
+    now = clock()
+    eng.set_stock(LOCS[8], "SKU-000004", 6, request_id=rid("set-sale"))
+    eng.create_sale(pyomni.FlashSale("s-1", ("SKU-000004",), now - 1, now + 600, 4, ((LOCS[8], 3), (LOCS[9], 2))),
+                    request_id=rid("sale-1"))
+    first = eng.claim("s-1", "m-1", "SKU-000004", store=LOCS[8], request_id=rid("claim-1"))
+    eng.claim_many("s-1", ["m-2", "m-3"], "SKU-000004", near=[(float(NET.lat[8]), float(NET.lon[8]))] * 2,
+                   request_ids=[rid("claim-2"), rid("claim-3")])
+    eng.confirm_claim(first.id, request_id=rid("pay-1"))
+    eng.release_claim("C0000000002", request_id=rid("cancel-2"))
+    eng.update_sale(pyomni.FlashSale("s-1", ("SKU-000004",), now - 1, now + 900, 5, ((LOCS[8], 3), (LOCS[9], 3))),
+                    request_id=rid("sale-update"))
+    eng.end_sale("s-1", request_id=rid("sale-end"))
     return ids
 
 

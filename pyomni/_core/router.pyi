@@ -32,5 +32,12 @@ class Router:
     def route(self, pol: NativePolicy, lat: float, lon: float, pickup_loc: int, skus: Sequence[int],
               qtys: Sequence[int], need_cap: int, max_km: float, excluded: Sequence[int], max_shipments: int,
               hold: bool) -> RouteResult: ...
+    def route_many(self, pol: NativePolicy, lat: npt.NDArray[np.float64], lon: npt.NDArray[np.float64],
+                   line_off: npt.NDArray[np.int64], sku: npt.NDArray[np.int32], qty: npt.NDArray[np.int32],
+                   need_cap: int, max_km: float, max_shipments: int, status: npt.NDArray[np.uint8],
+                   split: npt.NDArray[np.uint8], n_ship: npt.NDArray[np.int32], ship_loc: npt.NDArray[np.int32],
+                   ship_km: npt.NDArray[np.float64], ship_cost: npt.NDArray[np.float64],
+                   take: npt.NDArray[np.int32], covered: npt.NDArray[np.int32],
+                   line_avail: npt.NDArray[np.int64]) -> int: ...
     def nearest_filling(self, lat: float, lon: float, skus: Sequence[int], qtys: Sequence[int], k: int,
                         radius_km: float, need_cap: int) -> list[tuple[int, float]]: ...
