@@ -200,6 +200,9 @@ class _Remembered(NamedTuple):
         return answer.build() if type(answer) is _Later else answer
 
 
+_UNRESOLVED = object()     # a snapshot's window entry whose command and answer are built outside the lock
+
+
 class _Later:
     """An answer replay does not build until somebody asks (a retry, :meth:`Engine.remembered`, a snapshot).
 
@@ -1699,7 +1702,9 @@ class Engine(SellingSide, BatchRouting):
             locations=list(self._net), skus=list(self._sku_ids), capabilities=self._caps.copy(),
             is_open=self._open.copy(), daily_capacity=self._capacity.copy(), confirmed=cells["confirmed"],
             cells=cells, reservations=[(r, r.state, r.shipments, r.excluded) for r in self._records.values()],
-            requests=[(rid, e.lsn, e.at, e.command, e.answer) for rid, e in self._requests.items()],
+            # entries that rebuild their command and answer (claims) are resolved outside the lock, below
+            requests=[(rid, e.lsn, e.at, e.command, e.answer) if type(e) is _Remembered
+                      else (rid, e.lsn, e.at, e, _UNRESOLVED) for rid, e in self._requests.items()],
             selling=self._capture_selling())
 
     @staticmethod
@@ -1717,6 +1722,7 @@ class Engine(SellingSide, BatchRouting):
             for r, state, ships, excluded in data.reservations]
         # answers replay left unbuilt are built here, outside the lock (they read only unchanging values)
         data.requests = [(rid, lsn, at, command, answer.build() if type(answer) is _Later else answer)
+                         if answer is not _UNRESOLVED else (rid, lsn, at, command.command, command.value())
                          for rid, lsn, at, command, answer in data.requests]
 
     def save(self, directory: str | os.PathLike[str] | None = None) -> Path:

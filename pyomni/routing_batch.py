@@ -61,7 +61,7 @@ class RouteResults:
     """
 
     __slots__ = ("order_ids", "status", "reservation", "expires_at", "total", "n_ship", "ship_loc", "ship_km",
-                 "ship_cost", "take", "line_counts", "skus", "errors", "_answers", "_build")
+                 "ship_cost", "take", "line_counts", "skus", "split", "errors", "_answers", "_build")
 
     def __init__(self, n: int) -> None:
         self.order_ids: list[str] = []
@@ -70,6 +70,7 @@ class RouteResults:
         self.expires_at = np.zeros(n)
         self.total = np.zeros(n)
         self.n_ship = np.zeros(n, dtype=np.int32)
+        self.split = np.zeros(n, dtype=np.uint8)         # index into ("", NO_SINGLE_LOCATION, CHEAPER)
         self.ship_loc = np.zeros(0, dtype=np.int32)
         self.ship_km = np.zeros(0)
         self.ship_cost = np.zeros(0)
@@ -413,6 +414,7 @@ class BatchRouting:
         cost = ship_cost.reshape(-1, 5)[all_slots]
         res.ship_cost = cost.reshape(-1)
         res.n_ship[todo] = n_ship
+        res.split[todo] = split
         res.total[todo] = np.bincount(np.repeat(np.arange(m), n_ship), weights=cost.sum(axis=1), minlength=m)
         res.take = takes            # rows not kept are unfulfillable: they have no shipments, hence no takes
         short_of = dict(zip(np.flatnonzero(keep & (status == 1)).tolist(), short))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -69,20 +68,24 @@ class _ClaimTable:
     state: np.ndarray
     created: np.ndarray
     expires: np.ndarray
+    named: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
     _COLUMNS = (("sale", np.int32), ("store", np.int32), ("sku", np.int32), ("qty", np.int32),
-                ("customer", np.int32), ("state", np.uint8), ("created", np.float64), ("expires", np.float64))
+                ("customer", np.int32), ("state", np.uint8), ("created", np.float64), ("expires", np.float64),
+                ("named", np.uint8), ("lat", np.float64), ("lon", np.float64))   # what was asked: a store, or a point
 
     def __init__(self, n: int = 0, columns: Mapping[str, np.ndarray] | None = None) -> None:
         cap = max(1024, n)
         self.n = n
         for name, dtype in self._COLUMNS:
             col = np.zeros(cap, dtype=dtype)
-            if columns is not None:
+            if columns is not None and name in columns:
                 col[:n] = columns[name]
             setattr(self, name, col)
 
     def append(self, sale: int, store: np.ndarray, sku: np.ndarray, qty: np.ndarray, customer: np.ndarray,
-               created: float, expires: float) -> int:
+               created: float, expires: float, named: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> int:
         """Add rows; returns the first new row."""
         m = len(qty)
         first = self.n
@@ -102,11 +105,38 @@ class _ClaimTable:
         self.state[first:end] = _HELD
         self.created[first:end] = created
         self.expires[first:end] = expires
+        self.named[first:end] = named
+        self.lat[first:end] = lat
+        self.lon[first:end] = lon
         self.n = end
         return first
 
     def columns(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name)[:self.n].copy() for name, _ in self._COLUMNS}
+
+
+class _RememberedClaim:
+    """A claim's entry in the idempotency window: like the engine's ``_Remembered``, but its command (the
+    fingerprint) and its answer are rebuilt from the claim's row, which never changes, when asked for."""
+
+    __slots__ = ("_side", "number", "lsn", "at")
+
+    def __init__(self, side: SellingSide, number: int, lsn: int, at: float) -> None:
+        self._side = side
+        self.number = number
+        self.lsn = lsn
+        self.at = at
+
+    @property
+    def command(self) -> tuple:
+        return self._side._claim_fingerprint_of(self.number)
+
+    @property
+    def answer(self) -> Claim:
+        return self.value()
+
+    def value(self) -> Claim:
+        return self._side._claim_row_first(self.number)
 
 
 class SellingSide:
@@ -462,7 +492,10 @@ class SellingSide:
         sale.claimed = claimed
         slots = sale.store_customers(names, cust)
         expires = now + sale.spec.pay_window
-        first = self._claims.append(sale.number, store, sku, qty, slots[slot], now, expires) + 1
+        asked = np.frombuffer(command.store, dtype=np.int32) >= 0
+        first = self._claims.append(sale.number, store, sku, qty, slots[slot], now, expires, asked,
+                                    np.frombuffer(command.lat, dtype=np.float64),
+                                    np.frombuffer(command.lon, dtype=np.float64)) + 1
         sale.n_claims += m
         lsn = self._lsn + 1                     # the record this batch is about to be (or was, in replay)
         sale.lsn = lsn
@@ -473,22 +506,23 @@ class SellingSide:
         return first
 
     def _remember_claims(self, sale: _Sale, command: ClaimBatch, first: int, lsn: int, now: float) -> None:
-        requests, later, remembered = self._requests, self._later_type, self._remembered_type
+        # one small object per claim: its fingerprint and its answer are rebuilt from the claim's row when
+        # somebody asks (a retry, a snapshot) -- most never are
         if not self._max_request_ids:
             return
-        lat = np.frombuffer(command.lat, dtype=np.float64).tolist()
-        lon = np.frombuffer(command.lon, dtype=np.float64).tolist()
-        store = np.frombuffer(command.store, dtype=np.int32).tolist()
-        sku = np.frombuffer(command.sku, dtype=np.int32).tolist()
-        qty = np.frombuffer(command.qty, dtype=np.int32).tolist()
-        skus, stores = sale.spec.skus, sale.spec.stores
-        build = self._claim_row_first
+        requests = self._requests
         for i, rid in enumerate(command.request_ids):
             if rid is not None:
-                requests[rid] = remembered(
-                    self._fingerprint(command.sale_id, command.customers[i], skus[sku[i]],
-                                      stores[store[i]][0] if store[i] >= 0 else None, lat[i], lon[i], qty[i]),
-                    later(partial(build, first + i)), lsn, now)
+                requests[rid] = _RememberedClaim(self, first + i, lsn, now)
+
+    def _claim_fingerprint_of(self, number: int) -> tuple:
+        """The fingerprint claim ``number``'s request had (what :meth:`_fingerprint` made of it)."""
+        t, r = self._claims, number - 1
+        sale = self._sale_list[int(t.sale[r])]
+        named = bool(t.named[r])
+        store = sale.spec.stores[int(t.store[r])][0] if named else None
+        return self._fingerprint(sale.spec.id, sale.customer_names[int(t.customer[r])], sale.spec.skus[int(t.sku[r])],
+                                 store, float(t.lat[r]), float(t.lon[r]), int(t.qty[r]))
 
     def _claim_index(self, claim: Any) -> int:
         n = claim_number(claim)
@@ -797,7 +831,7 @@ class SellingSide:
             self._sale_list.append(sale)
         n = state["n_claims"]
         cols = {name: np.frombuffer(state["claims"][name], dtype=dtype)
-                for name, dtype in _ClaimTable._COLUMNS}
+                for name, dtype in _ClaimTable._COLUMNS if name in state["claims"]}
         self._claims = _ClaimTable(n, cols)
         self._claim_expiry = [tuple(x) for x in state["claim_expiry"]]
         heapq.heapify(self._claim_expiry)
@@ -846,8 +880,6 @@ class SellingSide:
                 raise errors.InvariantViolation(f"sale {sale.spec.id!r}: confirmed {sale.confirmed} != {confirmed}")
 
     # provided by the engine
-    _later_type: Any
-    _remembered_type: Any
     _execute: Callable[..., Any]
     _begin_command: Callable[[type], float]
     _log: Callable[..., int]

@@ -157,3 +157,63 @@ def test_the_readme_flash_sale_example_runs(capsys):
     exec(compile(code, "README.md (flash sales)", "exec"), {})
     out = capsys.readouterr().out
     assert "CUSTOMER_LIMIT_REACHED" in out and "'sku': 'SKU-000000'" in out
+
+
+def test_watch_streams_over_grpc_resume_after_a_disconnect():
+    import time
+
+    import grpc
+    import pyarrow as pa
+
+    from grpc_server import create_server
+    from pyomni.v1 import selling_pb2, selling_pb2_grpc
+
+    eng = pyomni.Engine(NET, channels=RULES)
+    eng.apply_stock_events(pyomni.demo_stock(NET, seed=4))
+    server, port = create_server("127.0.0.1:0", eng)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        feeds = selling_pb2_grpc.ChannelFeedServiceStub(channel)
+        data = b"".join(c.data for c in feeds.ExportAvailability(selling_pb2.ExportAvailabilityRequest(channel="jd")))
+        table = pa.ipc.open_stream(data).read_all()
+        assert dict(zip(table.column("sku").to_pylist(), table.column("available").to_pylist())) == \
+            {s: eng.available(s, channel="jd") for s in SKUS}
+        watch = feeds.WatchAvailability(selling_pb2.WatchAvailabilityRequest(channel="jd"))
+        first = next(watch)
+        assert first.reset and len(first.skus) == len(SKUS)
+        eng.set_stock(NET.ids[0], SKUS[2], 50)
+        delta = next(watch)
+        assert not delta.reset and list(delta.skus) == [SKUS[2]]
+        assert list(delta.values) == [eng.available(SKUS[2], channel="jd")]
+        watch.cancel()
+        # disconnected: changes meanwhile come back on resume, from the next sequence on
+        eng.set_stock(NET.ids[1], SKUS[3], 60)
+        time.sleep(0.1)
+        resumed = feeds.WatchAvailability(selling_pb2.WatchAvailabilityRequest(
+            channel="jd", epoch=delta.epoch, after_sequence=delta.first_sequence + len(delta.skus) - 1))
+        missed = next(resumed)
+        assert not missed.reset and list(missed.skus) == [SKUS[3]]
+        assert missed.first_sequence == delta.first_sequence + len(delta.skus)
+        resumed.cancel()
+
+        # a sale's counters, coalesced and resumable by sequence
+        now = time.time()
+        eng.set_stock(NET.ids[4], SKUS[5], 9)
+        eng.create_sale(pyomni.FlashSale("w", (SKUS[5],), now - 1, now + 600, 5, ((NET.ids[4], 5),), customer_limit=3))
+        sales = selling_pb2_grpc.FlashSaleServiceStub(channel)
+        counters = sales.WatchFlashSale(selling_pb2.WatchFlashSaleRequest(sale_id="w", min_interval_ms=10))
+        start = next(counters)
+        assert (start.remaining, start.claimed) == (5, 0)
+        eng.claim("w", "m-1", SKUS[5], 2, store=NET.ids[4])
+        after = next(counters)
+        assert (after.remaining, after.claimed) == (3, 2) and after.sequence > start.sequence
+        counters.cancel()
+        again = sales.WatchFlashSale(selling_pb2.WatchFlashSaleRequest(sale_id="w", after_sequence=after.sequence,
+                                                                       min_interval_ms=10))
+        eng.claim("w", "m-2", SKUS[5], 1, store=NET.ids[4])
+        assert next(again).claimed == 3          # nothing repeated: the first message is the new change
+        again.cancel()
+    finally:
+        channel.close()
+        server.stop(None)

@@ -20,7 +20,7 @@ import pyomni
 from grpc_server import SERVICE_NAMES, STATUS_CODES, status_of
 from grpc_server.launch import ServerProcess
 from pyomni import errors
-from pyomni.v1 import inventory_pb2, inventory_pb2_grpc, routing_pb2, routing_pb2_grpc, types_pb2
+from pyomni.v1 import inventory_pb2, inventory_pb2_grpc, routing_pb2, routing_pb2_grpc, selling_pb2, types_pb2
 from pyomni.wire import ERROR_DOMAIN, error_class
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -395,7 +395,8 @@ def test_the_readme_commands_work_against_the_default_server(tmp_path, capsys):
                 continue
             body, method = json.loads(argv[argv.index("-d") + 1]), argv[-1]
             service, name = method.rsplit("/", 1)
-            module = {"pyomni.v1.RoutingService": routing_pb2, "pyomni.v1.InventoryService": inventory_pb2}[service]
+            module = {"pyomni.v1.RoutingService": routing_pb2, "pyomni.v1.InventoryService": inventory_pb2,
+                      "pyomni.v1.FlashSaleService": selling_pb2}[service]
             desc = module.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[1]].methods_by_name[name]
             request = json_format.ParseDict(body, module.__dict__[desc.input_type.name]()
                                             if desc.input_type.name in module.__dict__
