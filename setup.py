@@ -28,7 +28,7 @@ CORE = ROOT / "core"
 STAGE = ROOT / "build" / "cython_include"
 DEBUG = os.environ.get("PYOMNI_DEBUG") == "1"
 
-MODULES = ["geo", "ledger", "router", "flash"]      # order = dependency order
+MODULES = ["geo", "ledger", "router", "flash", "protowire"]      # order = dependency order
 PXD_ONLY = ["status"]
 PROTOS = ["types", "inventory", "routing", "diagnostics", "selling"]   # proto/pyomni/v1/<name>.proto
 

@@ -134,6 +134,32 @@ class ServerConfig:
     seed: int = 7
 
 
+class _Handlers:
+    """Stands in for a server to catch the method handlers a generated ``add_*_to_server`` makes."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass                            # the same handlers come again as registered ones, below
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.service, self.handlers = service, dict(handlers)
+
+
+def _add_routing(servicer: RoutingServicer, server: Any) -> None:
+    """RoutingService as generated, but RouteOrders and RouteOrderStream take and give bytes: the
+    servicer reads and writes plain batches natively (``RoutingServicer.route_orders_bytes``)."""
+    caught = _Handlers()
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, caught)
+    handlers = caught.handlers
+    handlers["RouteOrders"] = grpc.unary_unary_rpc_method_handler(servicer.RouteOrdersBytes)
+    handlers["RouteOrderStream"] = grpc.stream_stream_rpc_method_handler(servicer.RouteOrderStreamBytes)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(caught.service, handlers),))
+    server.add_registered_method_handlers(caught.service, handlers)
+
+
 def create_server(address: str, engine: Engine, *, workers: int = 64, max_message_bytes: int = 16 * 1024 * 1024,
                   metrics: Metrics | None = None,
                   health_servicer: health.HealthServicer | None = None) -> tuple[grpc.Server, int]:
@@ -175,7 +201,7 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyomni-rpc"),
                          options=options, interceptors=interceptors)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(RoutingServicer(engine), server)
+    _add_routing(RoutingServicer(engine), server)
     diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server(DiagnosticsServicer(), server)
     selling_pb2_grpc.add_FlashSaleServiceServicer_to_server(FlashSaleServicer(engine), server)
     selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server(ChannelFeedServicer(engine), server)

@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from pyomni import AllocationStatus as pyomni_status
 from pyomni import Engine, errors
+from pyomni._core import read_route_orders, write_route_orders
 from pyomni.v1 import (
     diagnostics_pb2,
     diagnostics_pb2_grpc,
@@ -230,9 +232,6 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         if len(request.requests) > MAX_BATCH:
             raise errors.InvalidArgument(f"at most {MAX_BATCH:,} orders per call, got {len(request.requests):,}",
                                          field="requests")
-        fast = self._batch_in_columns(request)
-        if fast is not None:
-            return fast
         parsed: list[Any] = []
         for r in request.requests:
             try:
@@ -253,81 +252,59 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                 allocation_to_pb(answer, out.allocation)
         return response
 
-    def _batch_in_columns(self, request: Any) -> Any:
-        """A batch of plain delivery orders (one policy and ttl, no pickup, no per-order limits) routed in
-        columns -- one native pass, no order object on the way -- or None for the general path.
+    def route_orders_bytes(self, data: bytes) -> bytes:
+        """``RouteOrders`` from and to the wire bytes (the handler registered for it: see ``create_server``).
 
-        The answers are the ones ``route_orders`` gives; their explanations are the recorded kind (where,
-        how many shipments, why split), not the router's candidate list.
+        A batch of plain delivery orders (one policy and ttl, a destination, no pickup or per-order limits)
+        is read natively into columns, decided in one native pass and written natively from the columns
+        (``pyomni._core.protowire``): no protobuf object per order. Anything else goes the general way.
+        The answers are the ones ``route_orders`` gives; their explanations are the recorded kind (how
+        many shipments, why split, the policy), not the router's candidate list.
         """
-        reqs = request.requests
-        if not reqs:
-            return None
-        policy, ttl = reqs[0].policy, reqs[0].ttl_seconds
-        ids, rids, counts, skus, qtys, lat, lon, chans = [], [], [], [], [], [], [], []
-        for r in reqs:
-            o = r.order
-            if (r.policy != policy or r.ttl_seconds != ttl or not r.HasField("order") or not o.HasField("destination")
-                    or o.pickup_location or o.fulfilment > 1 or o.max_splits or o.max_distance_km
-                    or len(o.excluded_locations) or not o.id or not len(o.lines)):
-                return None
-            ids.append(o.id)
-            rids.append(r.request_id)
-            lines = o.lines
-            counts.append(len(lines))
-            for x in lines:
-                skus.append(x.sku)
-                qtys.append(x.qty)
-            d = o.destination
-            lat.append(d.latitude)
-            lon.append(d.longitude)
-            chans.append(o.channel or "app")
-        if not (ttl >= 0):
-            return None
+        cols = read_route_orders(data)
+        if cols is None:
+            try:
+                request = routing_pb2.RouteOrdersRequest.FromString(data)
+            except DecodeError:
+                raise errors.InvalidArgument("the request is not a RouteOrdersRequest", field="requests") from None
+            return bytes(self._batch(request).SerializeToString())
+        ids, rids, counts, skus, qtys, lat, lon, chans, policy, ttl = cols
+        if len(ids) > MAX_BATCH:
+            raise errors.InvalidArgument(f"at most {MAX_BATCH:,} orders per call, got {len(ids):,}", field="requests")
+        if not ttl >= 0:
+            raise errors.InvalidArgument("ttl_seconds must be >= 0", field="ttl_seconds")
         eng = self._engine
-        res = eng.route_columns(ids, np.asarray(counts, dtype=np.int64), skus, np.asarray(qtys, dtype=np.int64),
-                                np.asarray(lat), np.asarray(lon), channels=chans,
-                                request_ids=[x or None for x in rids], policy=policy or None, ttl=ttl or None)
-        response = routing_pb2.RouteOrdersResponse()
-        results = response.results
+        res = eng.route_columns(ids, counts, skus, qtys, lat, lon, channels=chans, request_ids=rids,
+                                policy=policy or None, ttl=ttl or None)
+        written: dict[int, bytes] = {}
+        for i, exc in res.errors.items():
+            out = routing_pb2.RouteOrderResult()
+            self._error_result(exc, out)
+            written[i] = out.SerializeToString()
+        allocated = int(pyomni_status.ALLOCATED)
+        for i in set(res._answers) | set(np.flatnonzero(res.status != allocated).tolist()) - set(res.errors):
+            answer = res.get(i)
+            assert not isinstance(answer, errors.PyomniError)
+            out = routing_pb2.RouteOrderResult()
+            allocation_to_pb(answer, out.allocation)
+            written[i] = out.SerializeToString()
         loc_ids = eng.network.ids
-        policy_key = eng.policy(policy or None).key
-        status, reservation, expires, total, n_ship, split = (res.status.tolist(), res.reservation.tolist(),
-                                                             res.expires_at.tolist(), res.total.tolist(),
-                                                             res.n_ship.tolist(), res.split.tolist())
-        ship_loc, ship_km, cost, take = (res.ship_loc.tolist(), res.ship_km.tolist(), res.ship_cost.tolist(),
-                                         res.take.tolist())
-        ship = tk = line = 0
-        for i in range(len(ids)):
-            out = results.add()
-            nl = counts[i]
-            if i in res.errors:
-                self._error_result(res.errors[i], out)
-            elif i in res._answers or status[i] != int(pyomni_status.ALLOCATED):
-                answer = res.get(i)
-                assert not isinstance(answer, errors.PyomniError)
-                allocation_to_pb(answer, out.allocation)
-            else:
-                a = out.allocation
-                a.order_id, a.status, a.reservation_id = ids[i], status[i], f"R{reservation[i]:010d}"
-                a.total_cost, a.expire_time = total[i], expires[i]
-                k = n_ship[i]
-                for _ in range(k):
-                    sh = a.shipments.add(location=loc_ids[ship_loc[ship]], distance_km=ship_km[ship])
-                    c = sh.cost
-                    c.fixed, c.distance, c.low_stock, c.load, c.priority = cost[5 * ship:5 * ship + 5]
-                    c.total = sum(cost[5 * ship:5 * ship + 5])
-                    for j in range(nl):
-                        q = take[tk + j]
-                        if q:
-                            sh.lines.add(sku=skus[line + j], qty=q)
-                    ship += 1
-                    tk += nl
-                ex = a.explanation
-                ex.strategy, ex.considered, ex.split, ex.policy = "recorded", k, k > 1, policy_key
-                ex.split_reason = _SPLIT_REASONS[split[i]]
-            line += nl
-        return response
+        return write_route_orders(ids, res.status, res.reservation, res.total, res.expires_at, res.n_ship,
+                                  [loc_ids[x] for x in res.ship_loc.tolist()], res.ship_km, res.ship_cost,
+                                  res.take.astype(np.int64), counts, skus, res.split, list(_SPLIT_REASONS),
+                                  eng.policy(policy or None).key, written)
+
+    def RouteOrdersBytes(self, data: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return self.route_orders_bytes(data)
+        except errors.PyomniError as exc:
+            log.info("call failed", extra={"rpc": "RouteOrders", "reason": exc.reason, "field": exc.field})
+            abort_with(context, exc)
+            raise       # abort_with raises; this keeps type checkers content
+
+    def RouteOrderStreamBytes(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+                              ) -> Iterator[bytes]:
+        return stream_batches(self.route_orders_bytes, request_iterator, context)
 
     @_rpc
     def RouteOrders(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -12,6 +12,7 @@ from .. import errors
 from .flash import claim_batch
 from .geo import EARTH_RADIUS_KM, LocationIndex, py_chord_sq_to_km, py_unit_vector
 from .ledger import Ledger
+from .protowire import read_route_orders, write_route_orders
 from .router import MAX_LINES_ as MAX_LINES
 from .router import MAX_SHIPMENTS_ as MAX_SHIPMENTS
 from .router import REJECT_NAMES, NativePolicy, Router
@@ -32,6 +33,8 @@ __all__ = [
     "EVENT_KINDS",
     "check_status",
     "claim_batch",
+    "read_route_orders",
+    "write_route_orders",
 ]
 
 #: Native status codes (core/status.pxd) -> exception class. Total over every
