@@ -200,7 +200,7 @@ class _Remembered(NamedTuple):
         return answer.build() if type(answer) is _Later else answer
 
 
-_UNRESOLVED = object()     # a snapshot's window entry whose command and answer are built outside the lock
+_CLAIM_ENTRY = "claim"     # a snapshot's window entry for a claim: the command slot holds this, the answer its number
 
 
 class _Later:
@@ -376,7 +376,7 @@ class Engine(SellingSide, BatchRouting):
         self._expiry: list[tuple[float, int, str]] = []
         self._seq = 0                                   # last reservation number issued
         self._lsn = 0                                   # last record applied (journal sequence number)
-        self._requests: OrderedDict[str, _Remembered] = OrderedDict()
+        self._requests: OrderedDict[str, Any] = OrderedDict()     # _Remembered, or a claim's compact entry
         self._max_request_ids = max_request_ids
         self._journal: Any = None                       # a pyomni.journal.Journal once opened on a directory
         self._directory: Path | None = None
@@ -1702,9 +1702,9 @@ class Engine(SellingSide, BatchRouting):
             locations=list(self._net), skus=list(self._sku_ids), capabilities=self._caps.copy(),
             is_open=self._open.copy(), daily_capacity=self._capacity.copy(), confirmed=cells["confirmed"],
             cells=cells, reservations=[(r, r.state, r.shipments, r.excluded) for r in self._records.values()],
-            # entries that rebuild their command and answer (claims) are resolved outside the lock, below
+            # a claim's entry is its number: the claim's row rebuilds its fingerprint and answer after a restart
             requests=[(rid, e.lsn, e.at, e.command, e.answer) if type(e) is _Remembered
-                      else (rid, e.lsn, e.at, e, _UNRESOLVED) for rid, e in self._requests.items()],
+                      else (rid, e.lsn, e.at, _CLAIM_ENTRY, e.number) for rid, e in self._requests.items()],
             selling=self._capture_selling())
 
     @staticmethod
@@ -1722,7 +1722,6 @@ class Engine(SellingSide, BatchRouting):
             for r, state, ships, excluded in data.reservations]
         # answers replay left unbuilt are built here, outside the lock (they read only unchanging values)
         data.requests = [(rid, lsn, at, command, answer.build() if type(answer) is _Later else answer)
-                         if answer is not _UNRESOLVED else (rid, lsn, at, command.command, command.value())
                          for rid, lsn, at, command, answer in data.requests]
 
     def save(self, directory: str | os.PathLike[str] | None = None) -> Path:
@@ -1910,7 +1909,9 @@ class Engine(SellingSide, BatchRouting):
             if rec.state is ReservationState.HELD:
                 eng._expiry.append((expires, seq, rid))
         heapq.heapify(eng._expiry)
-        eng._requests = OrderedDict((rid, _Remembered(cmd, ans, lsn, at)) for rid, lsn, at, cmd, ans in data.requests)
+        eng._requests = OrderedDict(
+            (rid, eng._remembered_claim(ans, lsn, at) if cmd == _CLAIM_ENTRY else _Remembered(cmd, ans, lsn, at))
+            for rid, lsn, at, cmd, ans in data.requests)
         cells = dict(data.cells)
         cells["confirmed"] = data.confirmed
         with eng._lock:

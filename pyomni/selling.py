@@ -515,6 +515,9 @@ class SellingSide:
             if rid is not None:
                 requests[rid] = _RememberedClaim(self, first + i, lsn, now)
 
+    def _remembered_claim(self, number: int, lsn: int, at: float) -> _RememberedClaim:
+        return _RememberedClaim(self, number, lsn, at)
+
     def _claim_fingerprint_of(self, number: int) -> tuple:
         """The fingerprint claim ``number``'s request had (what :meth:`_fingerprint` made of it)."""
         t, r = self._claims, number - 1
