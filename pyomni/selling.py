@@ -112,7 +112,10 @@ class _ClaimTable:
         return first
 
     def columns(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name)[:self.n].copy() for name, _ in self._COLUMNS}
+        """The rows so far, for a snapshot taken under the lock: a row never changes but for its state, so
+        the other columns are views (growing the table makes new arrays and leaves these as they are)."""
+        return {name: getattr(self, name)[:self.n].copy() if name == "state" else getattr(self, name)[:self.n]
+                for name, _ in self._COLUMNS}
 
 
 class _RememberedClaim:
