@@ -58,6 +58,15 @@ STATUS_CODES: dict[type[errors.PyomniError], grpc.StatusCode] = {
 }
 
 
+#: Most characters of an error's message and field sent back (the rest is cut with an ellipsis).
+MAX_MESSAGE = 1000
+MAX_FIELD = 200
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def status_of(exc: errors.PyomniError) -> status_pb2.Status:
     """The ``google.rpc.Status`` (code, message, ErrorInfo, BadRequest) an error travels as.
 
@@ -66,18 +75,22 @@ def status_of(exc: errors.PyomniError) -> status_pb2.Status:
     (True, "no SKU 'X'")
     """
     code = STATUS_CODES[type(exc)]
+    # the details travel in the trailers, whose size gRPC caps (8 KiB by default): a message or field
+    # that echoes a caller's long input is cut, so the caller still gets its status and not
+    # RESOURCE_EXHAUSTED
+    message, field = _bounded(str(exc), MAX_MESSAGE), _bounded(exc.field or "", MAX_FIELD)
     info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN,
-                                       metadata={"field": exc.field} if exc.field else {})
+                                       metadata={"field": field} if field else {})
     details = [info]
     if code is _C.INVALID_ARGUMENT:
         details.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=exc.field or "", description=str(exc))]))
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]))
     packed = []
     for d in details:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
-    return status_pb2.Status(code=getattr(code_pb2, code.name), message=str(exc), details=packed)
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=packed)
 
 
 def abort_with(context: grpc.ServicerContext, exc: errors.PyomniError) -> None:

@@ -701,8 +701,14 @@ class Engine(SellingSide, BatchRouting):
         kind = self._encode(table.column("event"), {k: i for i, k in enumerate(EVENT_KINDS)},
                             errors.InvalidArgument, "event").astype(np.int8)
         qty = np.ascontiguousarray(table.column("qty").to_numpy(zero_copy_only=False), dtype=np.int64)
-        safety = np.ascontiguousarray(pc.fill_null(table.column("safety"), -1).to_numpy(zero_copy_only=False),
-                                      dtype=np.int64)
+        given = table.column("safety")
+        negative = pc.less(given, 0)
+        if pc.any(negative).as_py():
+            row = int(pc.index(negative, True).as_py())
+            raise errors.InvalidQuantity(f"safety must be >= 0 (leave it empty to keep the cell's), row {row}",
+                                         field=f"events[{row}].safety")
+        # an empty safety keeps the cell's: -1 says so to the native ledger
+        safety = np.ascontiguousarray(pc.fill_null(given, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
         c = [a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in (loc, sku, kind, qty, safety)]
         # a retry must carry the same events: fingerprint the content, not just the size (AIP-155)
         digest = hashlib.blake2b(digest_size=16)
@@ -1476,6 +1482,14 @@ class Engine(SellingSide, BatchRouting):
     def reservations(self, state: ReservationState | None = None, *, after: str | None = None,
                      limit: int | None = None) -> list[Reservation]:
         """Reservations in id order, optionally of one state; ``after``/``limit`` page through them."""
+        if state is not None and not isinstance(state, ReservationState):
+            raise errors.InvalidArgument("state must be a pyomni.ReservationState (or None for all)", field="state")
+        if after is not None and not isinstance(after, str):
+            raise errors.InvalidArgument("after must be a reservation id (a string)", field="after")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise errors.InvalidArgument("limit must be an int >= 0 (or None for all)", field="limit")
+        if limit == 0:
+            return []
         with self._lock:
             ordered = self._record_order
             # ids are issued in order, so a page starts by bisection, not by a scan from the first record
@@ -1526,6 +1540,8 @@ class Engine(SellingSide, BatchRouting):
         >>> eng.available("SKU-000000"), eng.available("SKU-000000", channel="tmall")
         (8, 4)
         """
+        if channel is not None and not isinstance(channel, str):
+            raise errors.InvalidArgument("channel must be a string (or None for no channel rule)", field="channel")
         with self._lock:
             s = self._sku(sku, "sku")
             if location is not None:
@@ -1573,6 +1589,8 @@ class Engine(SellingSide, BatchRouting):
         """Click-and-collect: the nearest pickup locations that can fill the whole basket from their own stock."""
         lat, lon = validate_point(near, "near")
         radius, k = self._radius_limit(radius_km, limit)
+        if isinstance(lines, (str, bytes)) or not isinstance(lines, Iterable):
+            raise errors.InvalidOrder("lines must be a sequence of Line or (sku, qty)", field="lines")
         basket = Order("basket", tuple(lines), destination=(lat, lon)).lines  # type: ignore[arg-type]
         if not basket or len(basket) > MAX_LINES:
             raise errors.InvalidOrder(f"basket must have 1..{MAX_LINES} lines", field="lines")

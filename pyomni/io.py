@@ -193,8 +193,8 @@ def _read_table(source: Any, *, csv_column_types: Mapping[str, pa.DataType]) -> 
         if suffix == ".csv":
             options = pacsv.ConvertOptions(column_types=dict(csv_column_types))
             return pacsv.read_csv(path, convert_options=options)
-    except pa.ArrowInvalid as exc:  # a malformed file; a missing one raises FileNotFoundError
-        raise errors.InvalidArgument(f"cannot read {path!r}: {exc}", field="source") from None
+    except (OSError, pa.ArrowException) as exc:     # missing, unreadable or malformed: the caller's input
+        raise errors.InvalidArgument(f"cannot read {path[:200]!r}: {str(exc)[:300]}", field="source") from None
     raise errors.InvalidArgument(f"unsupported file type {suffix or path!r}: expected .parquet, .arrow, .feather, "
                                  ".ipc or .csv", field="source")
 

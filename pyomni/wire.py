@@ -325,8 +325,9 @@ def events_from_pb(request: Any) -> pa.Table:
         try:
             with pa.ipc.open_stream(request.arrow_ipc) as reader:
                 return reader.read_all()
-        except pa.ArrowInvalid as exc:
-            raise errors.InvalidArgument(f"arrow_ipc is not an Arrow IPC stream: {exc}", field="arrow_ipc") from None
+        except (pa.ArrowException, OSError) as exc:     # pyarrow raises OSError for bytes that are no stream
+            raise errors.InvalidArgument(f"arrow_ipc is not an Arrow IPC stream: {str(exc)[:200]}",
+                                         field="arrow_ipc") from None
     if not len(request.events):
         raise errors.InvalidArgument("no events", field="events")
     kinds = []

@@ -321,7 +321,7 @@ OTHER = [
                   "qty": [1, 2**63 - 1]})), errors.InvalidQuantity, "events[1]"),
     ("events-negative-safety", lambda e, r: e.apply_stock_events(
         pa.table({"location": [LOC], "sku": [SKU], "qty": [1], "safety": [-5]})), errors.InvalidQuantity,
-     "events[0]"),
+     "events[0].safety"),
     ("events-missing-column", lambda e, r: e.apply_stock_events(pa.table({"location": [LOC], "qty": [1]})),
      errors.InvalidArgument, "sku"),
     ("events-not-a-table", lambda e, r: e.apply_stock_events(None), errors.InvalidArgument, "source"),
@@ -369,3 +369,39 @@ def test_bad_channel_rules(kwargs, field):
     with pytest.raises(errors.InvalidArgument) as info:
         ChannelRule(**kwargs)
     assert info.value.field == field
+
+
+# -- arguments of the wrong type are typed errors too (never a bare TypeError or OSError) ------------
+WRONG_TYPES = [
+    ("events-missing-file", lambda e: e.apply_stock_events("/nonexistent/stock.parquet"), errors.InvalidArgument,
+     "source"),
+    ("events-a-directory", lambda e: e.apply_stock_events("/"), errors.InvalidArgument, "source"),
+    ("register-an-int", lambda e: e.register_skus(5), errors.InvalidArgument, "skus"),
+    ("register-a-string", lambda e: e.register_skus("XYZ"), errors.InvalidArgument, "skus"),
+    ("channel-a-list", lambda e: e.available(SKU, channel=[1]), errors.InvalidArgument, "channel"),
+    ("limit-a-string", lambda e: e.reservations(limit="x"), errors.InvalidArgument, "limit"),
+    ("limit-negative", lambda e: e.reservations(limit=-1), errors.InvalidArgument, "limit"),
+    ("after-a-float", lambda e: e.reservations(after=1.5), errors.InvalidArgument, "after"),
+    ("state-a-string", lambda e: e.reservations(state="HELD"), errors.InvalidArgument, "state"),
+    ("basket-an-int", lambda e: e.find_pickup_locations(5, SHANGHAI), errors.InvalidOrder, "lines"),
+    ("basket-a-string", lambda e: e.find_pickup_locations("SKU-A", SHANGHAI), errors.InvalidOrder, "lines"),
+]
+
+
+@pytest.mark.parametrize(("call", "cls", "field"), [c[1:] for c in WRONG_TYPES], ids=[c[0] for c in WRONG_TYPES])
+def test_arguments_of_the_wrong_type(live, snapshot, call, cls, field):
+    eng, _ = live
+    check_rejected(eng, snapshot, lambda: call(eng), cls, field)
+
+
+def test_a_page_of_nothing_is_empty(live):
+    eng, _ = live
+    assert eng.reservations(limit=0) == [] and len(eng.reservations(limit=1)) == 1
+
+
+def test_a_negative_safety_in_an_event_is_refused_like_set_stock(live, snapshot):
+    eng, _ = live
+    table = pa.table({"location": [LOC, LOC], "sku": [SKU, SKU], "event": ["set", "set"], "qty": [3, 4],
+                      "safety": [1, -1]})
+    check_rejected(eng, snapshot, lambda: eng.apply_stock_events(table), errors.InvalidQuantity, "events[1].safety")
+    check_rejected(eng, snapshot, lambda: eng.set_stock(LOC, SKU, 3, safety=-1), errors.InvalidQuantity, "safety")

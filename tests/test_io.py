@@ -187,9 +187,13 @@ def test_corrupt_file_is_an_invalid_argument(tmp_path):
     assert excinfo.value.field == "source"
 
 
-def test_missing_file_is_a_file_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_a_missing_or_unreadable_file_is_an_invalid_argument(tmp_path):
+    with pytest.raises(errors.InvalidArgument) as excinfo:
         read_stock_events(tmp_path / "absent.parquet")
+    assert excinfo.value.field == "source"
+    (tmp_path / "dir.parquet").mkdir()
+    with pytest.raises(errors.InvalidArgument):
+        read_stock_events(tmp_path / "dir.parquet")
 
 
 # -- locations -----------------------------------------------------------------

@@ -478,3 +478,34 @@ def test_metrics_expose_the_journal_of_an_engine_on_a_directory(tmp_path):
     assert "pyomni_journal_records 5.0" in text and "pyomni_journal_durable_lsn 5.0" in text
     assert "pyomni_journal_failed 0.0" in text and "pyomni_journal_commits" in text
     assert "pyomni_journal" not in generate_latest(Metrics(pyomni.Engine(net)).registry).decode()
+
+
+def test_garbage_arrow_bytes_and_huge_ids_answer_with_their_own_status():
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    from grpc_server import create_server
+
+    eng = pyomni.Engine(pyomni.demo_network(stores=6, warehouses=1, skus=5, seed=2))
+    server, port = create_server("127.0.0.1:0", eng)
+    server.start()
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        for call, request, code, reason in [
+            (stub.ApplyStockEvents, inventory_pb2.ApplyStockEventsRequest(arrow_ipc=b"\x00not arrow" * 50),
+             grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+            (stub.GetStock, inventory_pb2.GetStockRequest(location=eng.network.ids[0], sku="S" * 16_000),
+             grpc.StatusCode.NOT_FOUND, "UNKNOWN_SKU"),
+        ]:
+            with pytest.raises(grpc.RpcError) as info:
+                call(request, timeout=10)
+            assert info.value.code() is code
+            status = rpc_status.from_call(info.value)
+            found = error_details_pb2.ErrorInfo()
+            assert any(d.Unpack(found) for d in status.details) and found.reason == reason
+            assert len(status.message) <= 1000
+        channel.close()
+    finally:
+        server.stop(None)
+    assert eng.stock_table().num_rows == 0
