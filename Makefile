@@ -1,16 +1,25 @@
-# The README's commands. Everything runs from a fresh clone: the first target
-# creates .venv, installs pyomni editable with its dev tools, and compiles core/.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# The README's commands. Everything runs from a fresh clone: `make serve` creates .venv and installs
+# pyomni editable with what serving needs (pip compiles core/ once); `make test` adds the development
+# tools (tests, linters, benchmarks, Ray) on top, without building pyomni again.
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime
+STAMP   := $(VENV)/.installed
 
 .PHONY: setup build test serve demo bench lint clean postgres redis
 
-$(STAMP): pyproject.toml setup.py
+$(RUNTIME): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install -qq -e .          # -qq: not the build backend's notices either
+	touch $(RUNTIME)
+
+# the dev extra of pyproject.toml (its own "pyomni[ray]" unfolded), installed beside the package and held to
+# the package's own requirements (as constraints), so that nothing it needs is moved
+$(STAMP): $(RUNTIME)
+	$(BIN)/python -c "import importlib, sys; t = importlib.import_module('tomllib' if sys.version_info >= (3, 11) else 'pip._vendor.tomli'); p = t.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; open('$(VENV)/dev-requirements.txt', 'w').write('\n'.join(r for r in x['dev'] + x['ray'] if not r.startswith('pyomni')) + '\n'); open('$(VENV)/constraints.txt', 'w').write('\n'.join(p['dependencies']) + '\n')"
+	$(BIN)/python -m pip install --quiet -r $(VENV)/dev-requirements.txt -c $(VENV)/constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -26,11 +35,12 @@ lint: build
 test: lint
 	$(BIN)/python -m pytest tests --doctest-modules pyomni grpc_server
 
-# the main job: the gRPC server on 127.0.0.1:50051, state in ./data (a demo network of real cities at first start)
-serve: build
+# the main job: the gRPC server on 127.0.0.1:50051, state in ./data (a demo network of real cities at first start).
+# It runs what pip compiled; after changing core/, `make build` (which needs the dev tools) recompiles.
+serve: $(RUNTIME)
 	$(BIN)/pyomni serve
 
-demo: build
+demo: $(RUNTIME)
 	$(BIN)/pyomni demo
 
 bench: build
