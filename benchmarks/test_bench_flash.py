@@ -123,7 +123,7 @@ def _stream_worker(call: Any, request: Any, count: Any) -> Worker:
     def teardown() -> None:
         inbox.put(None)
         for _ in state["answers"]:
-            pass
+            pass            # drain: the server answers what is still in flight before the stream ends
     return Worker(op, setup=setup, teardown=teardown)
 
 

@@ -38,7 +38,7 @@ def _apply(eng: pyomni.Engine, ev: tuple[str, int, int, int], t: list[float]) ->
             eng.create_sale(pyomni.FlashSale(sale_id, (sku,), 0.0, 1e12, 5, ((loc_id, 3),)))
             eng.claim(sale_id, "m", sku, store=loc_id)
     except errors.PyomniError:
-        pass
+        pass                # a refused event (short stock, no route): the feed must still match the engine
     t[0] += 1
 
 
