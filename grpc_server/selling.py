@@ -232,13 +232,17 @@ class FlashSaleServicer(selling_pb2_grpc.FlashSaleServiceServicer):
         if request.min_interval_ms < 0:
             abort_with(context, errors.InvalidArgument("min_interval_ms must be >= 0", field="min_interval_ms"))
         last = request.after_sequence
+        eng = self._engine
         try:
+            seen = -1
             while context.is_active():
-                counters = self._engine.sale_counters(request.sale_id)
+                counters = eng.sale_counters(request.sale_id)
                 if counters.lsn > last or (last == 0 and counters.lsn == 0):
                     last = max(counters.lsn, 1)
                     yield sale_counters_to_pb(counters)
-                time.sleep(interval)
+                    time.sleep(interval)            # coalescing: at most one message per interval
+                # sleep until the engine commits anything (checked against this sale above), at most 1 s
+                seen = eng.wait_for_commit(max(seen, eng.lsn), timeout=1.0)
         except errors.PyomniError as exc:
             abort_with(context, exc)
 

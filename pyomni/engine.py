@@ -387,6 +387,8 @@ class Engine(SellingSide, BatchRouting):
         self._replaying = False                         # appliers may answer with a _Later
         self._init_selling()
         self._changed = threading.Event()               # set by every commit: feeds wake on it
+        self._commit_cond = threading.Condition()       # watchers wait on it for the next commit
+        self._commit_waiters = 0
         self._feed_shown: dict[str, np.ndarray] = {}    # channel -> per SKU the value its feed last published
 
     # -- configuration -------------------------------------------------------------
@@ -579,6 +581,9 @@ class Engine(SellingSide, BatchRouting):
     def _log(self, now: float, request_id: str | None, command: Command, effect: Any) -> int:
         self._lsn += 1
         self._changed.set()
+        if self._commit_waiters:
+            with self._commit_cond:
+                self._commit_cond.notify_all()
         if self._journal is not None:
             try:
                 lsn = self._journal.append(codec.encode((now, request_id, command, effect)))
@@ -587,6 +592,19 @@ class Engine(SellingSide, BatchRouting):
                 raise
             if lsn != self._lsn:
                 raise errors.InvariantViolation(f"journal sequence {lsn} != engine sequence {self._lsn}")
+        return self._lsn
+
+    def wait_for_commit(self, after: int, timeout: float | None = None) -> int:
+        """Block until a record after ``after`` is applied (or ``timeout`` seconds pass); the lsn now.
+
+        For watchers (``WatchFlashSale``): they sleep until something changes instead of polling.
+        """
+        with self._commit_cond:
+            self._commit_waiters += 1
+            try:
+                self._commit_cond.wait_for(lambda: self._lsn > after, timeout)
+            finally:
+                self._commit_waiters -= 1
         return self._lsn
 
     def _wait(self, lsn: int) -> None:

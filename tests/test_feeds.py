@@ -217,3 +217,33 @@ def test_watch_streams_over_grpc_resume_after_a_disconnect():
     finally:
         channel.close()
         server.stop(None)
+
+
+def test_sale_counters_arrive_at_once_after_a_quiet_spell():
+    import time
+
+    import grpc
+
+    from grpc_server import create_server
+    from pyomni.v1 import selling_pb2, selling_pb2_grpc
+
+    eng = pyomni.Engine(NET)
+    now = time.time()
+    eng.set_stock(NET.ids[2], SKUS[1], 9)
+    eng.create_sale(pyomni.FlashSale("q", (SKUS[1],), now - 1, now + 600, 5, ((NET.ids[2], 5),)))
+    server, port = create_server("127.0.0.1:0", eng)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        sales = selling_pb2_grpc.FlashSaleServiceStub(channel)
+        watch = sales.WatchFlashSale(selling_pb2.WatchFlashSaleRequest(sale_id="q", min_interval_ms=2000))
+        assert next(watch).claimed == 0
+        time.sleep(2.2)                                  # past the interval: nothing happening
+        start = time.monotonic()
+        eng.claim("q", "m-1", SKUS[1], store=NET.ids[2])
+        assert next(watch).claimed == 1
+        assert time.monotonic() - start < 0.5            # woken by the commit, not by a poll
+        watch.cancel()
+    finally:
+        channel.close()
+        server.stop(None)
