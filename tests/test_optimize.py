@@ -252,7 +252,15 @@ def test_ray_backend_solves_the_same_pieces(demo):
     net, eng, orders = demo
     part = orders.slice(0, 200)
     local = optimize_backlog(part, net, eng, time_limit_s=10, workers=2, piece_orders=60)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:     # noqa: BLE001 -- Ray's own plain Exception
+        # Ray gives its local node a fixed 30 s to register; on a loaded 2-core machine it once took longer
+        # (a CI run): start it once more before judging the backend
+        if "timed out during startup" not in str(exc):
+            raise
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = optimize_backlog(part, net, eng, time_limit_s=10, workers=2, piece_orders=60, backend="ray")
     finally:
