@@ -282,7 +282,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             self._error_result(exc, out)
             written[i] = out.SerializeToString()
         allocated = int(pyomni_status.ALLOCATED)
-        for i in set(res._answers) | set(np.flatnonzero(res.status != allocated).tolist()) - set(res.errors):
+        for i in set(res.answered) | set(np.flatnonzero(res.status != allocated).tolist()) - set(res.errors):
             answer = res.get(i)
             assert not isinstance(answer, errors.PyomniError)
             out = routing_pb2.RouteOrderResult()
@@ -383,7 +383,7 @@ def route_results_to_pb(res: Any, engine: Engine, msg: Any) -> Any:
     msg.reservation_numbers.extend(res.reservation.tolist())
     msg.expire_times.extend(res.expires_at.tolist())
     msg.total_costs.extend(res.total.tolist())
-    if not res._answers:
+    if not res.answered:
         ship_loc, ship_km, ship_cost, take, n_ship = res.ship_loc, res.ship_km, res.ship_cost, res.take, res.n_ship
     else:       # splice the object rows' shipments into the columns, in row order
         index = {x: i for i, x in enumerate(loc_ids)}
@@ -391,7 +391,7 @@ def route_results_to_pb(res: Any, engine: Engine, msg: Any) -> Any:
         ship = tk = 0
         line_skus = None
         for i in range(n):
-            a = res._answers.get(i)
+            a = res.answered.get(i)
             if a is None:
                 k = int(res.n_ship[i])
                 nl = int(res.line_counts[i])

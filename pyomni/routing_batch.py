@@ -84,6 +84,12 @@ class RouteResults:
     def __len__(self) -> int:
         return len(self.status)
 
+    @property
+    def answered(self) -> dict[int, Allocation]:
+        """Rows answered with an object (retries from the window, the general path): their shipments are
+        in the objects, not in the columns (``n_ship`` 0 there)."""
+        return self._answers
+
     def line_skus(self, i: int) -> list[str]:
         """The SKUs of order ``i``'s lines."""
         start = int(self.line_counts[:i].sum())
@@ -262,8 +268,8 @@ class BatchRouting:
                             request_ids: Sequence[str | None] | None, policy: Any,
                             ttl: float | None) -> tuple[RouteResults, int]:
         now = self._begin_command(RouteBatch)
-        pol = self._resolve_policy(self._policy_ref(policy))
         pol_ref = self._policy_ref(policy)
+        pol = self._resolve_policy(pol_ref)
         n = len(order_ids)
         res = RouteResults(n)
         res.order_ids = order_ids
