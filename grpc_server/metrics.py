@@ -21,6 +21,8 @@ from prometheus_client.registry import Collector
 
 from pyomni import Engine
 
+from .handlers import rewrap
+
 __all__ = ["Metrics", "MetricsInterceptor"]
 
 # sub-millisecond decisions: buckets from 50 µs to 5 s
@@ -73,7 +75,14 @@ class Metrics:
                                 ["method", "code"], registry=self.registry)
         self.latency = Histogram("pyomni_rpc_latency_seconds", "Time in the handler, by method", ["method"],
                                  buckets=_BUCKETS, registry=self.registry)
+        self.denied = Counter("pyomni_rpc_denied", "Calls refused before their handler ran (no token, unknown "
+                              "token, outside the caller's role or scope), by method and reason",
+                              ["method", "reason"], registry=self.registry)
         self.registry.register(_EngineCollector(engine))
+
+    def count_denied(self, method: str, reason: str) -> None:
+        """One refused call (the auth interceptor's ``denied`` callback)."""
+        self.denied.labels(method, reason).inc()
 
 
 def _code_name(context: grpc.ServicerContext) -> str:
@@ -125,12 +134,4 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     (ok if code == "OK" else requests.labels(name, code)).inc()
             return run
 
-        kw = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(timed(handler.unary_unary), **kw)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(timed(handler.stream_unary), **kw)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(timed_stream(handler.unary_stream), **kw)
-        return grpc.stream_stream_rpc_method_handler(timed_stream(handler.stream_stream), **kw)
+        return rewrap(handler, timed, timed_stream)

@@ -60,6 +60,7 @@ from pyomni.v1 import (
 )
 
 from .metrics import Metrics, MetricsInterceptor
+from .security import AuthInterceptor, CertificateFiles, TokenTable, describe, is_local, server_credentials
 from .selling import ChannelFeedServicer, FlashSaleServicer
 from .servicers import DiagnosticsServicer, InventoryServicer, RoutingServicer
 
@@ -113,6 +114,15 @@ class ServerConfig:
         records (≈30 µs each), whatever the load.
     grace_s : float
         How long in-flight calls may run after a shutdown signal.
+    tls_cert, tls_key : str
+        PEM certificate chain and private key: serve TLS (reloaded when the files change).
+    tls_client_ca : str
+        PEM CA bundle: mutual TLS, every client must present a certificate it signed.
+    tokens : str
+        Token file (see :class:`grpc_server.security.TokenTable`); else ``PYOMNI_TOKENS``;
+        neither: every caller is admin.
+    insecure : bool
+        Allow plain text or no tokens on an address that is not loopback or a Unix socket.
     stores, warehouses, skus, seed : int
         The demo network built when ``data_dir`` holds no snapshot.
     """
@@ -132,6 +142,11 @@ class ServerConfig:
     warehouses: int = 8
     skus: int = 20_000
     seed: int = 7
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tokens: str = ""
+    insecure: bool = False
 
 
 class _Handlers:
@@ -161,8 +176,8 @@ def _add_routing(servicer: RoutingServicer, server: Any) -> None:
 
 
 def create_server(address: str, engine: Engine, *, workers: int = 64, max_message_bytes: int = 16 * 1024 * 1024,
-                  metrics: Metrics | None = None,
-                  health_servicer: health.HealthServicer | None = None) -> tuple[grpc.Server, int]:
+                  metrics: Metrics | None = None, health_servicer: health.HealthServicer | None = None,
+                  tokens: TokenTable | None = None, tls: CertificateFiles | None = None) -> tuple[grpc.Server, int]:
     """A gRPC server (not yet started) serving ``engine``, and the port it bound.
 
     Parameters
@@ -178,6 +193,11 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
         Per-RPC counts and latency histograms are recorded into it.
     health_servicer : grpc_health.v1.health.HealthServicer, optional
         Pass one to flip the services to NOT_SERVING at shutdown; one is made otherwise.
+    tokens : grpc_server.security.TokenTable, optional
+        Check every call's bearer token and role (:class:`~grpc_server.security.AuthInterceptor`);
+        without, every caller may do everything.
+    tls : grpc_server.security.CertificateFiles, optional
+        Serve TLS (mutual TLS when the files include a client CA); plain text without.
 
     Raises
     ------
@@ -197,7 +217,11 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]        # one process owns the ledger: never share the port by accident
-    interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []
+    # metrics outermost: a refused call is timed and counted under its status code too
+    interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)] if metrics is not None else []
+    if tokens is not None:
+        interceptors.append(AuthInterceptor(tokens, engine,
+                                            denied=metrics.count_denied if metrics is not None else None))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyomni-rpc"),
                          options=options, interceptors=interceptors)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
@@ -211,12 +235,32 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(address)
+        port = (server.add_secure_port(address, server_credentials(tls)) if tls is not None
+                else server.add_insecure_port(address))
     except RuntimeError as exc:
         raise errors.Unavailable(f"cannot listen on {address}: {exc}", field="address") from None
     if port == 0:
         raise errors.Unavailable(f"cannot listen on {address}", field="address")
     return server, port
+
+
+def _security(config: ServerConfig) -> tuple[TokenTable | None, CertificateFiles | None]:
+    """The token table and TLS files ``config`` asks for, refusing an exposed plain-text or open server."""
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise errors.InvalidArgument("TLS needs both --tls-cert and --tls-key", field="tls_key")
+    if config.tls_client_ca and not config.tls_cert:
+        raise errors.InvalidArgument("mutual TLS (--tls-client-ca) needs --tls-cert and --tls-key",
+                                     field="tls_client_ca")
+    tls = CertificateFiles(config.tls_cert, config.tls_key, config.tls_client_ca or None) if config.tls_cert else None
+    tokens = TokenTable.from_environment(config.tokens or None)
+    if not is_local(config.address) and not config.insecure:
+        missing = [what for what, ok in (("TLS (--tls-cert/--tls-key)", tls), ("tokens (--tokens)", tokens))
+                   if ok is None]
+        if missing:
+            raise errors.FailedPrecondition(
+                f"{config.address} is reachable from other machines, so pyomni serve needs "
+                f"{' and '.join(missing)} there; pass --insecure to serve it anyway", field="address")
+    return tokens, tls
 
 
 def _configure_logging() -> None:
@@ -327,6 +371,7 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
     exactly what the disk holds.
     """
     _configure_logging()
+    tokens, tls = _security(config)                  # before anything is opened: a refusal leaves no trace
     lock = _lock_data_dir(Path(config.data_dir))    # held until the process exits
     engine = _open_engine(config)
     _tune_gc()
@@ -334,12 +379,13 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
     health_servicer = health.HealthServicer()
     server, port = create_server(config.address, engine, workers=config.workers,
                                  max_message_bytes=config.max_message_bytes, metrics=metrics,
-                                 health_servicer=health_servicer)
+                                 health_servicer=health_servicer, tokens=tokens, tls=tls)
     metrics_server: Any = None
     if config.metrics_port:
         from prometheus_client import start_http_server
 
-        host = config.address.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+        host = ("127.0.0.1" if config.address.startswith("unix") else
+                config.address.rsplit(":", 1)[0].strip("[]") or "127.0.0.1")
         try:
             metrics_server, _ = start_http_server(config.metrics_port, addr=host, registry=metrics.registry)
         except OSError as exc:
@@ -357,10 +403,12 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
         signal.signal(sig, on_signal)
     server.start()
     sweeper.start()
-    host = config.address.rsplit(":", 1)[0]
-    log.info("serving", extra={"address": f"{host}:{port}", "port": port, "pid": os.getpid(),
+    address = (config.address if config.address.startswith("unix")
+               else f"{config.address.rsplit(':', 1)[0]}:{port}")
+    log.info("serving", extra={"address": address, "port": port, "pid": os.getpid(),
                                "metrics_port": config.metrics_port, "workers": config.workers,
-                               "data_dir": str(Path(config.data_dir).resolve()), "fsync": config.fsync})
+                               "data_dir": str(Path(config.data_dir).resolve()), "fsync": config.fsync,
+                               **describe(tokens, tls)})
     if ready is not None:
         ready.set()
     last = time.monotonic()

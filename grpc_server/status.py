@@ -55,6 +55,8 @@ STATUS_CODES: dict[type[errors.PyomniError], grpc.StatusCode] = {
     errors.JournalCorrupt: _C.DATA_LOSS,
     errors.Unavailable: _C.UNAVAILABLE,
     errors.DeadlineExceeded: _C.DEADLINE_EXCEEDED,
+    errors.Unauthenticated: _C.UNAUTHENTICATED,
+    errors.PermissionDenied: _C.PERMISSION_DENIED,
 }
 
 

@@ -25,8 +25,10 @@ Examples
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -108,6 +110,8 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.PyomniError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.OutOfMemory,
     grpc.StatusCode.INTERNAL: errors.InvariantViolation,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
 }
 
 
@@ -129,6 +133,21 @@ def _error(exc: grpc.RpcError) -> errors.PyomniError:
     return cls(f"{code.name}: {exc.details()}")  # type: ignore[attr-defined]
 
 
+def _tls_credentials(ca: Any, cert: Any, key: Any) -> grpc.ChannelCredentials:
+    if bool(cert) != bool(key):
+        raise errors.InvalidArgument("a client certificate needs its key, and a key its certificate",
+                                     field="cert" if key else "key")
+    blobs: dict[str, bytes | None] = {}
+    for name, path in (("ca", ca), ("cert", cert), ("key", key)):
+        try:
+            blobs[name] = Path(path).read_bytes() if path else None
+        except OSError as exc:
+            raise errors.InvalidArgument(f"cannot read {name} file {str(path)!r}: {exc.strerror}",
+                                         field=name) from None
+    return grpc.ssl_channel_credentials(root_certificates=blobs["ca"], private_key=blobs["key"],
+                                        certificate_chain=blobs["cert"])
+
+
 def _rid(request_id: str | None) -> str:
     return request_id if request_id is not None else uuid.uuid4().hex
 
@@ -142,19 +161,47 @@ class Client:
         ``host:port`` of the server.
     timeout : float
         Default deadline of each call, in seconds.
+    token : str, optional
+        Bearer token sent with every call (``pyomni token new`` makes one); else ``PYOMNI_TOKEN``.
+    tls : bool
+        Connect over TLS, verifying the server against ``ca`` (or the system's roots).
+        Implied by any of ``ca``, ``cert``, ``key``.
+    ca : path, optional
+        PEM CA bundle the server's certificate must chain to.
+    cert, key : path, optional
+        PEM client certificate and key, for a server that asks for mutual TLS.
+    server_name : str, optional
+        The name the server's certificate must carry, when it is not the host in ``address``.
     credentials : grpc.ChannelCredentials, optional
-        TLS credentials; plain text when omitted (loopback and trusted networks).
+        Ready-made channel credentials, instead of ``tls``/``ca``/``cert``/``key``.
     max_message_bytes : int
         Largest message either way (raise it with the server's for big batches).
+
+    Raises
+    ------
+    pyomni.errors.InvalidArgument
+        A TLS file cannot be read, or only one of ``cert`` and ``key`` is given.
     """
 
-    def __init__(self, address: str, *, timeout: float = 5.0, credentials: grpc.ChannelCredentials | None = None,
+    def __init__(self, address: str, *, timeout: float = 5.0, token: str | None = None, tls: bool = False,
+                 ca: str | os.PathLike[str] | None = None, cert: str | os.PathLike[str] | None = None,
+                 key: str | os.PathLike[str] | None = None, server_name: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None,
                  max_message_bytes: int = 16 * 1024 * 1024) -> None:
-        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
-                   ("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+        options: list[tuple[str, Any]] = [
+            ("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if credentials is None and (tls or ca or cert or key):
+            credentials = _tls_credentials(ca, cert, key)
+        token = token if token is not None else os.environ.get("PYOMNI_TOKEN") or None
         self.address = address
         self.timeout = float(timeout)
+        # the token travels as call metadata (over TLS it is as private as the connection); grpc's own
+        # call credentials would refuse a plain-text loopback channel
+        self._metadata: tuple[tuple[str, str], ...] | None = (("authorization", f"Bearer {token}"),) if token else None
         self._channel = (grpc.secure_channel(address, credentials, options) if credentials is not None
                          else grpc.insecure_channel(address, options))
         self._inventory = inventory_pb2_grpc.InventoryServiceStub(self._channel)
@@ -165,7 +212,7 @@ class Client:
     # -- plumbing ------------------------------------------------------------------
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
+            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -188,9 +235,14 @@ class Client:
 
     # -- routing -------------------------------------------------------------------
     def route_order(self, order: Order, *, request_id: str | None = None, policy: str | None = None,
-                    ttl: float | None = None, timeout: float | None = None) -> Allocation:
-        """Route an order and hold its stock (see :meth:`pyomni.Engine.route_order`)."""
-        req = routing_pb2.RouteOrderRequest(request_id=_rid(request_id), policy=policy or "", ttl_seconds=ttl or 0.0)
+                    ttl: float | None = None, explain: bool = False, timeout: float | None = None) -> Allocation:
+        """Route an order and hold its stock (see :meth:`pyomni.Engine.route_order`).
+
+        ``explain=True`` asks for the router's full explanation (the engine gives it by default; over
+        the wire it is sent only when asked for); otherwise the answer carries the recorded one.
+        """
+        req = routing_pb2.RouteOrderRequest(request_id=_rid(request_id), policy=policy or "", ttl_seconds=ttl or 0.0,
+                                            explain=explain)
         order_to_pb(order, req.order)
         return allocation_from_pb(self._call(self._routing.RouteOrder, req, timeout))
 
@@ -236,7 +288,7 @@ class Client:
             if len(msg.requests):
                 yield msg
         try:
-            for response in self._routing.RouteOrderStream(requests(), timeout=timeout):
+            for response in self._routing.RouteOrderStream(requests(), timeout=timeout, metadata=self._metadata):
                 yield from (_result(r) for r in response.results)
         except grpc.RpcError as exc:
             raise _error(exc) from None
@@ -420,7 +472,7 @@ class Client:
         """Claim batches over one bidirectional call: ``ClaimUnitsBatchRequest`` messages in (see
         :func:`pyomni.wire.claim_batch_request`), ``ClaimUnitsBatchResponse`` columns out, in order."""
         try:
-            yield from self._sales.ClaimUnitsStream(iter(requests), timeout=timeout)
+            yield from self._sales.ClaimUnitsStream(iter(requests), timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -445,7 +497,7 @@ class Client:
         req = selling_pb2.WatchFlashSaleRequest(sale_id=sale_id, after_sequence=after_sequence,
                                                 min_interval_ms=min_interval_ms)
         try:
-            for msg in self._sales.WatchFlashSale(req, timeout=timeout):
+            for msg in self._sales.WatchFlashSale(req, timeout=timeout, metadata=self._metadata):
                 yield sale_counters_from_pb(msg)
         except grpc.RpcError as exc:
             raise _error(exc) from None

@@ -58,6 +58,8 @@ __all__ = [
     "JournalCorrupt",
     "Unavailable",
     "DeadlineExceeded",
+    "Unauthenticated",
+    "PermissionDenied",
     "ALL_ERRORS",
 ]
 
@@ -284,6 +286,25 @@ class DeadlineExceeded(PyomniError, TimeoutError):
     """
 
     reason = "DEADLINE_EXCEEDED"
+
+
+# -- the caller is not allowed -------------------------------------------------
+class Unauthenticated(PyomniError, PermissionError):
+    """The call carried no bearer token, or one the server does not know (gRPC ``UNAUTHENTICATED``).
+
+    Nothing was done. Raised by :class:`pyomni.Client` when the server says so.
+    """
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(PyomniError, PermissionError):
+    """The caller's role does not allow this call, or not on this store or channel (``PERMISSION_DENIED``).
+
+    Nothing was done; ``field`` names the request field outside the caller's scope, if one is.
+    """
+
+    reason = "PERMISSION_DENIED"
 
 
 #: Every concrete error class, for mapping tables that must be total.

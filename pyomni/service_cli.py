@@ -1,7 +1,8 @@
 """``pyomni serve`` and the small commands that call a running server.
 
-``serve`` runs :func:`grpc_server.serve`; ``route``, ``quote``, ``confirm``,
-``release``, ``reservation``, ``stock``, ``nearby`` and ``sale`` call it through
+``serve`` runs :func:`grpc_server.serve` and ``token`` edits its token file;
+``route``, ``quote``, ``confirm``, ``release``, ``reservation``, ``stock``,
+``nearby`` and ``sale`` call it through
 :class:`pyomni.Client` and print JSON (one object per answer), so a person can
 try the service from a shell and a script can parse what it prints. A failed
 call prints the error's reason, field and message to stderr and exits 1.
@@ -63,7 +64,8 @@ def _line(text: str) -> tuple[str, int]:
 def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
-    return Client(args.address, timeout=args.timeout)
+    return Client(args.address, timeout=args.timeout, token=args.token, tls=args.tls, ca=args.tls_ca,
+                  cert=args.tls_cert, key=args.tls_key, server_name=args.tls_server_name)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -74,7 +76,9 @@ def _serve(args: argparse.Namespace) -> int:
                           max_message_bytes=args.max_message_mb * 1024 * 1024, metrics_port=args.metrics_port,
                           snapshot_every_s=args.snapshot_every,
                           snapshot_records=args.snapshot_records, grace_s=args.grace, stores=args.stores,
-                          warehouses=args.warehouses, skus=args.skus, seed=args.seed)
+                          warehouses=args.warehouses, skus=args.skus, seed=args.seed,
+                          tls_cert=args.tls_cert or "", tls_key=args.tls_key or "",
+                          tls_client_ca=args.tls_client_ca or "", tokens=args.tokens or "", insecure=args.insecure)
     return serve(config)
 
 
@@ -174,6 +178,14 @@ def _sale(args: argparse.Namespace) -> int:
 def _calling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server host:port (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds")
+    parser.add_argument("--token", help="bearer token (default: $PYOMNI_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS (implied by --tls-ca/--tls-cert)")
+    parser.add_argument("--tls-ca", metavar="PEM", help="CA the server's certificate must chain to "
+                                                        "(default: the system's roots)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="client certificate, for mutual TLS")
+    parser.add_argument("--tls-key", metavar="PEM", help="client key, for mutual TLS")
+    parser.add_argument("--tls-server-name", metavar="NAME", help="name the server's certificate must carry, "
+                                                                  "if not the host of --address")
 
 
 def _order_options(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +224,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warehouses", type=int, default=8, help="demo network: warehouses")
     p.add_argument("--skus", type=int, default=20_000, help="demo network: SKUs")
     p.add_argument("--seed", type=int, default=7, help="demo network and stock seed")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve TLS with this certificate chain (reloaded on change)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--tls-client-ca", metavar="PEM", help="mutual TLS: clients need a certificate this CA signed")
+    p.add_argument("--tokens", metavar="FILE", help="bearer tokens and roles (pyomni token new writes it; "
+                                                    "default $PYOMNI_TOKENS; neither: every caller is admin)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow plain text or no tokens on an address other than loopback or a Unix socket")
     p.set_defaults(run=_serve)
 
     p = subparsers.add_parser("route", help="route an order on a running server and hold its stock")
@@ -273,6 +292,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _calling(p)
     p.set_defaults(run=_sale)
 
+    p = subparsers.add_parser("token", help="bearer tokens of a server's token file: new, list, revoke",
+                              description="Edit the token file of pyomni serve --tokens. new prints a fresh "
+                                          "token once (the file keeps only its SHA-256); a running server "
+                                          "picks the change up within a second.")
+    p.add_argument("action", choices=("new", "list", "revoke"))
+    p.add_argument("--file", required=True, help="the token file")
+    p.add_argument("--principal", help="who the token stands for (new, revoke)")
+    p.add_argument("--role", default="reader", help="admin, order-system, store, channel or reader (new)")
+    p.add_argument("--store", action="append", default=[], help="a store the principal acts for (role store)")
+    p.add_argument("--channel", action="append", default=[], help="a channel it reads (role channel)")
+    p.set_defaults(run=_token)
+
     p = subparsers.add_parser("nearby", help="store locator: locations near a point with a SKU available")
     p.add_argument("sku")
     p.add_argument("--near", type=_point, required=True, metavar="LAT,LON")
@@ -280,6 +311,54 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20)
     _calling(p)
     p.set_defaults(run=_nearby)
+
+
+def _token(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from grpc_server.security import ROLES, TokenTable, hash_token, new_token, tokens_document
+
+    path = Path(args.file)
+    entries: list[dict[str, Any]] = []
+    if path.exists():
+        TokenTable(path)                                # refuse to edit a file the server would not load
+        entries = json.loads(path.read_text(encoding="utf-8"))["tokens"]
+    elif args.action != "new":
+        raise errors.NotFound(f"no token file {str(path)!r}", field="file")
+    if args.action == "list":
+        _print([{k: v for k, v in e.items() if k != "sha256"} for e in entries])
+        return 0
+    if not args.principal:
+        raise errors.InvalidArgument(f"token {args.action} needs --principal", field="principal")
+    if args.action == "revoke":
+        kept = [e for e in entries if e.get("principal") != args.principal]
+        if len(kept) == len(entries):
+            raise errors.NotFound(f"no token of principal {args.principal!r} in {str(path)!r}", field="principal")
+        entries, answer = kept, {"revoked": args.principal, "tokens": len(entries) - len(kept)}
+    else:
+        if args.role not in ROLES:
+            raise errors.InvalidArgument(f"--role must be one of {', '.join(ROLES)}", field="role")
+        token = new_token()
+        entry: dict[str, Any] = {"principal": args.principal, "role": args.role, "sha256": hash_token(token)}
+        if args.store:
+            entry["stores"] = sorted(set(args.store))
+        if args.channel:
+            entry["channels"] = sorted(set(args.channel))
+        entries.append(entry)
+        answer = {"principal": args.principal, "role": args.role, "token": token}
+    text = tokens_document(entries)
+    TokenTable(text=text)                               # what is written must load
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)                               # a running server sees the whole file or the old one
+    _print(answer)
+    return 0
 
 
 def run_guarded(args: argparse.Namespace) -> int:
