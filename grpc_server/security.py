@@ -455,22 +455,33 @@ class CertificateFiles:
 
     def _read(self) -> tuple[tuple[int, ...], Any]:
         names = ("tls_cert", "tls_key", "tls_client_ca")
-        blobs = []
-        for name, path in zip(names, self.paths):
+        for _ in range(5):
+            # the files are stat'ed before and after they are read and checked: a renewal that lands
+            # in between (a new certificate read with the old key) is read again, never served mixed
             try:
-                blobs.append(path.read_bytes())
-            except OSError as exc:
-                raise errors.InvalidArgument(f"cannot read {name} {str(path)!r}: {exc.strerror}", field=name) from None
-        try:
-            signature = self._stat()
-            # the stdlib's OpenSSL checks that the key matches the certificate (gRPC would only fail
-            # the next handshake), and that a CA file holds certificates
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.paths[0], self.paths[1])
-            if self.mutual:
-                ssl.create_default_context(cafile=str(self.paths[2]))
-        except (ssl.SSLError, OSError) as exc:
-            raise errors.InvalidArgument(f"TLS files {', '.join(map(str, self.paths))} do not make a valid "
-                                         f"certificate, key and CA: {exc}", field="tls_cert") from None
+                signature = self._stat()
+            except OSError:
+                signature = ()                  # the read below names the missing file
+            blobs = []
+            for name, path in zip(names, self.paths):
+                try:
+                    blobs.append(path.read_bytes())
+                except OSError as exc:
+                    raise errors.InvalidArgument(f"cannot read {name} {str(path)!r}: {exc.strerror}",
+                                                 field=name) from None
+            try:
+                # the stdlib's OpenSSL checks that the key matches the certificate (gRPC would only fail
+                # the next handshake), and that a CA file holds certificates
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.paths[0], self.paths[1])
+                if self.mutual:
+                    ssl.create_default_context(cafile=str(self.paths[2]))
+                if self._stat() == signature:
+                    break
+            except (ssl.SSLError, OSError) as exc:
+                raise errors.InvalidArgument(f"TLS files {', '.join(map(str, self.paths))} do not make a valid "
+                                             f"certificate, key and CA: {exc}", field="tls_cert") from None
+        else:
+            raise errors.InvalidArgument("TLS files keep changing while being read", field="tls_cert")
         config = grpc.ssl_server_certificate_configuration(
             [(blobs[1], blobs[0])], root_certificates=blobs[2] if self.mutual else None)
         return signature, config

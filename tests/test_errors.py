@@ -82,7 +82,8 @@ def test_every_concrete_class_belongs_to_one_group_or_is_a_special_case():
     special = {errors.PyomniError: Exception, errors.OutOfMemory: MemoryError,
                errors.InvariantViolation: AssertionError, errors.Unavailable: ConnectionError,
                errors.DeadlineExceeded: TimeoutError, errors.StorageFailed: OSError,
-               errors.JournalCorrupt: RuntimeError}
+               errors.JournalCorrupt: RuntimeError, errors.Unauthenticated: PermissionError,
+               errors.PermissionDenied: PermissionError}
     for cls in errors.ALL_ERRORS:
         if cls in special:
             assert issubclass(cls, special[cls])
