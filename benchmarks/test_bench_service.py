@@ -41,15 +41,32 @@ BATCH = 1_000
 N_BATCHES = 10
 N_STREAM = 10_000
 STREAM_BATCH = 100            # orders per stream message
+#: Latency is measured at each policy: ``always`` waits for the disk (one fdatasync, ≥ 0.2 ms here),
+#: ``interval`` for the OS (one write by the journal's thread), ``never`` for nothing: the difference
+#: between them is the journal's share, the rest the handler's.
+FSYNC_POLICIES = ("always", "interval", "never")
 _ALLOCATION_CODES = (pyomni.AllocationStatus.ALLOCATED.value, pyomni.AllocationStatus.UNFULFILLABLE.value)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[ServerProcess]:
+def data_dir(tmp_path_factory) -> Any:
+    return tmp_path_factory.mktemp("bench-data")
+
+
+@pytest.fixture(scope="module", params=FSYNC_POLICIES)
+def server(request, data_dir) -> Iterator[ServerProcess]:
+    """The server at one ``--fsync`` policy: the first start builds the network, the others recover it."""
     # the conftest ``network`` (seed 7) with its demo stock (seed 7): serve uses one seed for both
-    args = ["--stores", "4992", "--warehouses", "8", "--skus", "100000", "--seed", "7", "--snapshot-every", "0"]
-    with ServerProcess(tmp_path_factory.mktemp("bench-data"), args, start_timeout=300) as s:
+    args = ["--stores", "4992", "--warehouses", "8", "--skus", "100000", "--seed", "7", "--snapshot-every", "0",
+            "--fsync", request.param]
+    with ServerProcess(data_dir, args, start_timeout=300) as s:
+        s.fsync = request.param         # type: ignore[attr-defined]
         yield s
+
+
+def _only_durable(server: ServerProcess) -> None:
+    if server.fsync != "always":        # type: ignore[attr-defined]
+        pytest.skip("throughput is measured at --fsync always only")
 
 
 @pytest.fixture(scope="module")
@@ -140,17 +157,18 @@ def _report(benchmark: Any, name: str, echo_t: list[float], route_t: list[float]
 
 
 @pytest.mark.benchmark(group="service-latency")
-def test_route_order_vs_empty_rpc_sequential(benchmark, channel, orders, sizes):
+def test_route_order_vs_empty_rpc_sequential(benchmark, server, channel, orders, sizes):
     call_echo, call_route = _pair(channel, orders, sizes, 300 + N_SEQUENTIAL)
     _alternate(call_echo, call_route, 300)                      # warm both paths
     echo_t, route_t = benchmark.pedantic(_alternate, args=(call_echo, call_route, N_SEQUENTIAL), rounds=1,
                                          iterations=1)
-    _report(benchmark, "sequential", echo_t, route_t,
-            {"calls_each": N_SEQUENTIAL, "request_bytes": sizes[0], "response_bytes": sizes[1]})
+    _report(benchmark, f"sequential, --fsync {server.fsync}", echo_t, route_t,
+            {"fsync": server.fsync, "calls_each": N_SEQUENTIAL, "request_bytes": sizes[0],
+             "response_bytes": sizes[1]})
 
 
 @pytest.mark.benchmark(group="service-latency")
-def test_route_order_vs_empty_rpc_concurrent(benchmark, channel, orders, sizes):
+def test_route_order_vs_empty_rpc_concurrent(benchmark, server, channel, orders, sizes):
     call_echo, call_route = _pair(channel, orders, sizes, N_CONCURRENT * CLIENT_THREADS)
     results: list[tuple[list[float], list[float]]] = []
 
@@ -168,8 +186,8 @@ def test_route_order_vs_empty_rpc_concurrent(benchmark, channel, orders, sizes):
     assert len(results) == CLIENT_THREADS
     echo_t = [x for r in results for x in r[0]]
     route_t = [x for r in results for x in r[1]]
-    _report(benchmark, f"{CLIENT_THREADS} client threads", echo_t, route_t,
-            {"threads": CLIENT_THREADS, "calls_each": N_CONCURRENT * CLIENT_THREADS,
+    _report(benchmark, f"{CLIENT_THREADS} client threads, --fsync {server.fsync}", echo_t, route_t,
+            {"fsync": server.fsync, "threads": CLIENT_THREADS, "calls_each": N_CONCURRENT * CLIENT_THREADS,
              "calls_per_s": round(2 * len(echo_t) / wall)})
 
 
@@ -196,7 +214,8 @@ def _empty_unary_rate(channel: grpc.Channel, sizes: tuple[int, int]) -> float:
 
 
 @pytest.mark.benchmark(group="service-throughput")
-def test_batch_and_stream_decisions_per_second_vs_empty_unary_rate(benchmark, channel, orders, sizes):
+def test_batch_and_stream_decisions_per_second_vs_empty_unary_rate(benchmark, server, channel, orders, sizes):
+    _only_durable(server)
     routing = routing_pb2_grpc.RoutingServiceStub(channel)
     unary_rate = _empty_unary_rate(channel, sizes)
 
@@ -270,8 +289,9 @@ else:
 
 
 @pytest.mark.benchmark(group="service-model")
-def test_server_model_sync_thread_pool_vs_grpc_aio(benchmark, sizes):
+def test_server_model_sync_thread_pool_vs_grpc_aio(benchmark, server, sizes):
     """Why grpc_server uses the sync server: its empty call is cheaper (p50, p99) at the same throughput."""
+    _only_durable(server)
     import subprocess
     import sys
 
@@ -307,3 +327,69 @@ def test_server_model_sync_thread_pool_vs_grpc_aio(benchmark, sizes):
     figures["aio_over_sync_p99"] = figures["aio_p99_us"] / figures["sync_p99_us"]
     benchmark.extra_info.update({k: round(v, 3) for k, v in figures.items()})
     print(f"\nserver model: {figures}")
+
+
+# -- where a unary RouteOrder's time goes, piece by piece, in process --------------------------------------
+@pytest.mark.benchmark(group="service-latency")
+def test_route_order_handler_breakdown_in_process(benchmark, tmp_path):
+    """The handler's pieces timed alone (medians): what the RouteOrder-vs-Echo difference is made of.
+
+    On ``pyomni serve``'s default network (500 stores, 20k SKUs, its demo stock): decode the request,
+    build the Order, route and hold in memory, then with a journal at each fsync policy, and encode the
+    answer. The difference of the two in-memory lines is the hold's Python (apply, remember, answer);
+    the journal lines minus the in-memory one are the journal's share.
+    """
+    import gc
+
+    from pyomni.wire import allocation_to_pb, order_from_pb
+
+    net = pyomni.demo_network(stores=500, warehouses=8, skus=20_000, seed=7)
+    stock = pyomni.demo_stock(net, seed=7)
+    demo = [o for o in pyomni.demo_orders(net, 12_000, seed=23) if len(o.lines) == 2][:2_500]
+    engines = {"memory": pyomni.Engine(net)}
+    for policy in FSYNC_POLICIES:
+        engines[policy] = pyomni.Engine.open(tmp_path / policy, net, fsync=policy)
+    for eng in engines.values():
+        eng.apply_stock_events(stock, request_id="stock")
+    gc.collect()
+    gc.freeze()                                   # as pyomni serve does (grpc_server.server._tune_gc)
+    threshold = gc.get_threshold()
+    gc.set_threshold(50_000, 50, 1000)
+    requests = []
+    for n, o in enumerate(demo):
+        req = routing_pb2.RouteOrderRequest(request_id=f"bd-{n}")
+        order_to_pb(pyomni.Order(f"{o.id}-bd{n}", o.lines, destination=o.destination), req.order)
+        requests.append(req.SerializeToString())
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        times.setdefault(name, []).append(time.perf_counter() - t)
+        return out
+
+    def run() -> None:
+        for n, data in enumerate(requests):
+            req = timed("decode request", routing_pb2.RouteOrderRequest.FromString, data)
+            order = timed("build Order", order_from_pb, req.order)
+            timed("decide only (quote)", engines["memory"].quote, order)
+            answer = None
+            for name, eng in engines.items():
+                answer = timed(f"route + hold, {name if name == 'memory' else '--fsync ' + name}",
+                               eng.route_order, order, request_id=f"bd-{n}", explain=False)
+                assert answer.status in (pyomni.AllocationStatus.ALLOCATED, pyomni.AllocationStatus.UNFULFILLABLE)
+            timed("encode answer", lambda a: allocation_to_pb(a).SerializeToString(), answer)
+
+    try:
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+        for name, eng in engines.items():
+            if name != "memory":
+                eng.close()
+    fig = {name: round(statistics.median(v[200:]) * 1e6, 1) for name, v in times.items()}
+    benchmark.extra_info.update({f"{k} p50 µs": v for k, v in fig.items()})
+    print("\nRouteOrder handler, in process (p50 µs):")
+    for name, value in fig.items():
+        print(f"  {name:32s} {value:8.1f}")

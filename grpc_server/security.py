@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -60,6 +59,7 @@ from typing import Any
 import grpc
 
 from pyomni import Engine, errors
+from pyomni.client import is_local
 from pyomni.io import read_stock_events
 from pyomni.wire import events_from_pb
 
@@ -514,23 +514,6 @@ def server_credentials(files: CertificateFiles) -> grpc.ServerCredentials:
     """TLS server credentials served from ``files``, reloaded when they change (mutual TLS with a client CA)."""
     return grpc.dynamic_ssl_server_credentials(files.initial, files.fetch,
                                                require_client_authentication=files.mutual)
-
-
-def is_local(address: str) -> bool:
-    """True for a Unix socket or a loopback ``host:port``: where plain text cannot be overheard.
-
-    >>> [is_local(a) for a in ("127.0.0.1:50051", "[::1]:1", "localhost:1", "unix:/tmp/s", "0.0.0.0:1")]
-    [True, True, True, True, False]
-    """
-    if address.startswith(("unix:", "unix-abstract:")):
-        return True
-    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def describe(tokens: TokenTable | None, files: CertificateFiles | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import uuid
@@ -133,6 +134,23 @@ def _error(exc: grpc.RpcError) -> errors.PyomniError:
     return cls(f"{code.name}: {exc.details()}")  # type: ignore[attr-defined]
 
 
+def is_local(address: str) -> bool:
+    """True for a Unix socket or a loopback ``host:port``: where plain text cannot be overheard.
+
+    >>> [is_local(a) for a in ("127.0.0.1:50051", "[::1]:1", "localhost:1", "unix:/tmp/s", "0.0.0.0:1")]
+    [True, True, True, True, False]
+    """
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _tls_credentials(ca: Any, cert: Any, key: Any) -> grpc.ChannelCredentials:
     if bool(cert) != bool(key):
         raise errors.InvalidArgument("a client certificate needs its key, and a key its certificate",
@@ -174,19 +192,22 @@ class Client:
         The name the server's certificate must carry, when it is not the host in ``address``.
     credentials : grpc.ChannelCredentials, optional
         Ready-made channel credentials, instead of ``tls``/``ca``/``cert``/``key``.
+    insecure : bool
+        Allow a token over plain text to an address that is not loopback or a Unix socket.
     max_message_bytes : int
         Largest message either way (raise it with the server's for big batches).
 
     Raises
     ------
     pyomni.errors.InvalidArgument
-        A TLS file cannot be read, or only one of ``cert`` and ``key`` is given.
+        A TLS file cannot be read, only one of ``cert`` and ``key`` is given, or a token would
+        travel in plain text off this machine (without ``insecure``).
     """
 
     def __init__(self, address: str, *, timeout: float = 5.0, token: str | None = None, tls: bool = False,
                  ca: str | os.PathLike[str] | None = None, cert: str | os.PathLike[str] | None = None,
                  key: str | os.PathLike[str] | None = None, server_name: str | None = None,
-                 credentials: grpc.ChannelCredentials | None = None,
+                 credentials: grpc.ChannelCredentials | None = None, insecure: bool = False,
                  max_message_bytes: int = 16 * 1024 * 1024) -> None:
         options: list[tuple[str, Any]] = [
             ("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1),
@@ -197,6 +218,10 @@ class Client:
         if credentials is None and (tls or ca or cert or key):
             credentials = _tls_credentials(ca, cert, key)
         token = token if token is not None else os.environ.get("PYOMNI_TOKEN") or None
+        if token and credentials is None and not insecure:
+            if not is_local(address):
+                raise errors.InvalidArgument(f"a token would travel in plain text to {address}: connect with "
+                                             "tls=True (or ca=...), or pass insecure=True", field="token")
         self.address = address
         self.timeout = float(timeout)
         # the token travels as call metadata (over TLS it is as private as the connection); grpc's own

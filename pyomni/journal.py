@@ -156,8 +156,10 @@ def _close_open_journals() -> None:
 #: How long the writer thread leaves appended records alone: with ``fsync="always"`` or
 #: ``"interval"`` a record's waiter commits it (see ``Journal.wait``); what nobody claimed in this
 #: time (appended without a wait, waited for with a deadline, or ``fsync="never"``) the writer
-#: commits, all of it at once. Appends wake the writer only when it sleeps.
+#: commits, all of it at once. Appends wake the writer only when it sleeps (after QUIET_LOOKS).
 ORPHAN_S = 0.002
+#: Looks in a row that find nothing before the writer sleeps until woken (500 x 2 ms: a second).
+QUIET_LOOKS = 500
 
 
 @dataclass(frozen=True)
@@ -1257,6 +1259,7 @@ class Journal:
         while True:
             with lock:
                 seen = False
+                quiet = 0  # looks in a row that found nothing to do
                 while self._failure is None:
                     if self._io_busy:
                         self._writer_idle = True  # so that the commit's end wakes it
@@ -1268,7 +1271,7 @@ class Journal:
                     if self._pending:
                         if seen:
                             break  # records pending for a whole ORPHAN_S: nobody claims them
-                        seen = True
+                        seen, quiet = True, 0
                         self._work.wait(ORPHAN_S)
                         continue
                     seen = False
@@ -1277,9 +1280,16 @@ class Journal:
                         timeout = self._unsynced_since + interval_s - monotonic()
                         if timeout <= 0:
                             break  # idle with unsynced data past its interval: sync now
-                    self._writer_idle = True
+                    if quiet < QUIET_LOOKS:
+                        # while records flow, look every ORPHAN_S rather than be woken by each append:
+                        # a wake-up is a thread switch on the appender's critical path
+                        quiet += 1
+                        self._work.wait(ORPHAN_S if timeout is None else min(timeout, ORPHAN_S))
+                        continue
+                    self._writer_idle = True  # quiet for a while: sleep until an append wakes it
                     self._work.wait(timeout)
                     self._writer_idle = False
+                    quiet = 0
                 if self._failure is not None:
                     return  # a caller's commit failed: the journal takes nothing more
                 self._io_busy = True

@@ -65,7 +65,8 @@ def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
     return Client(args.address, timeout=args.timeout, token=args.token, tls=args.tls, ca=args.tls_ca,
-                  cert=args.tls_cert, key=args.tls_key, server_name=args.tls_server_name)
+                  cert=args.tls_cert, key=args.tls_key, server_name=args.tls_server_name,
+                  insecure=args.insecure)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -74,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(address=args.address, data_dir=args.data_dir, fsync=args.fsync,
                           fsync_interval_ms=args.fsync_interval_ms, workers=args.workers,
                           max_message_bytes=args.max_message_mb * 1024 * 1024, metrics_port=args.metrics_port,
+                          metrics_host=args.metrics_host,
                           snapshot_every_s=args.snapshot_every,
                           snapshot_records=args.snapshot_records, grace_s=args.grace, stores=args.stores,
                           warehouses=args.warehouses, skus=args.skus, seed=args.seed,
@@ -186,6 +188,7 @@ def _calling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", metavar="PEM", help="client key, for mutual TLS")
     parser.add_argument("--tls-server-name", metavar="NAME", help="name the server's certificate must carry, "
                                                                   "if not the host of --address")
+    parser.add_argument("--insecure", action="store_true", help="send a token in plain text off this machine")
 
 
 def _order_options(parser: argparse.ArgumentParser) -> None:
@@ -216,6 +219,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="handler threads (waiting callers cost no CPU; concurrent claims are batched)")
     p.add_argument("--max-message-mb", type=int, default=16, help="largest message in MiB")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus HTTP port (0 = off)")
+    p.add_argument("--metrics-host", default="", help="where metrics listen (plain HTTP; default: --address's "
+                                                      "host if loopback, else 127.0.0.1)")
     p.add_argument("--snapshot-every", type=float, default=60.0, help="seconds between snapshots (0 = at exit only)")
     p.add_argument("--snapshot-records", type=int, default=100_000,
                    help="also snapshot after this many journal records, bounding recovery (0 = by time only)")

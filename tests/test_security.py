@@ -730,3 +730,22 @@ def test_the_client_reads_its_token_from_the_environment(secured, monkeypatch):
             c.upsert_locations([])
     with pyomni.Client(secured.address, token="pyo_guess", timeout=5) as c, pytest.raises(errors.Unauthenticated):
         c.echo()                                                         # an explicit token wins
+
+
+def test_the_client_refuses_to_send_a_token_in_plain_text_off_the_machine():
+    with pytest.raises(errors.InvalidArgument) as info:
+        pyomni.Client("10.1.2.3:50051", token="t-1")
+    assert info.value.field == "token"
+    pyomni.Client("10.1.2.3:50051", token="t-1", insecure=True).close()   # told so
+    pyomni.Client("127.0.0.1:1", token="t-1").close()                     # loopback
+    pyomni.Client("10.1.2.3:50051").close()                               # no token to leak
+
+
+def test_metrics_stay_on_loopback_unless_told():
+    from grpc_server.server import ServerConfig, _metrics_host
+
+    assert _metrics_host(ServerConfig(address="0.0.0.0:50051")) == "127.0.0.1"
+    assert _metrics_host(ServerConfig(address="192.168.1.5:50051")) == "127.0.0.1"
+    assert _metrics_host(ServerConfig(address="unix:/tmp/pyomni.sock")) == "127.0.0.1"
+    assert _metrics_host(ServerConfig(address="127.0.0.2:50051")) == "127.0.0.2"
+    assert _metrics_host(ServerConfig(address="0.0.0.0:50051", metrics_host="0.0.0.0")) == "0.0.0.0"
