@@ -749,3 +749,14 @@ def test_metrics_stay_on_loopback_unless_told():
     assert _metrics_host(ServerConfig(address="unix:/tmp/pyomni.sock")) == "127.0.0.1"
     assert _metrics_host(ServerConfig(address="127.0.0.2:50051")) == "127.0.0.2"
     assert _metrics_host(ServerConfig(address="0.0.0.0:50051", metrics_host="0.0.0.0")) == "0.0.0.0"
+
+
+def test_serve_listens_on_a_unix_socket_in_plain_text(tmp_path):
+    from grpc_server.launch import ServerProcess
+
+    sock = f"unix:{tmp_path}/pyomni.sock"
+    with ServerProcess(tmp_path / "data", ["--address", sock, "--stores", "8", "--warehouses", "1",
+                                           "--skus", "5"]) as server:
+        assert server.address == sock
+        with pyomni.Client(sock, token="unused-without-tokens") as client:   # a socket is local: no refusal
+            assert client.echo(b"over a socket") == b"over a socket"
