@@ -17,7 +17,6 @@ encode. Two things are more than translation, both about rate:
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,7 +37,10 @@ from pyomni.wire import (
 from .servicers import MAX_BATCH, _decode_token, _encode_token, _page_size, _request_id, _rpc, stream_batches
 from .status import abort_with
 
-__all__ = ["FlashSaleServicer", "ClaimCoalescer"]
+__all__ = ["FlashSaleServicer", "ClaimCoalescer", "MAX_WATCH_INTERVAL_MS"]
+
+#: Longest coalescing interval a WatchFlashSale caller may ask for (a minute).
+MAX_WATCH_INTERVAL_MS = 60_000
 
 class _Waiter:
     __slots__ = ("item", "event", "result", "ready")
@@ -228,11 +230,14 @@ class FlashSaleServicer(selling_pb2_grpc.FlashSaleServiceServicer):
         return claim_to_pb(self._engine.get_claim(request.claim_id))
 
     def WatchFlashSale(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        if not 0 <= request.min_interval_ms <= MAX_WATCH_INTERVAL_MS:
+            abort_with(context, errors.InvalidArgument(f"min_interval_ms must be in 0..{MAX_WATCH_INTERVAL_MS}",
+                                                       field="min_interval_ms"))
         interval = (request.min_interval_ms or 100) / 1000.0
-        if request.min_interval_ms < 0:
-            abort_with(context, errors.InvalidArgument("min_interval_ms must be >= 0", field="min_interval_ms"))
         last = request.after_sequence
         eng = self._engine
+        ended = threading.Event()                   # the call is over (done, cancelled, deadline): stop waiting
+        context.add_callback(ended.set)
         try:
             seen = -1
             while context.is_active():
@@ -240,7 +245,8 @@ class FlashSaleServicer(selling_pb2_grpc.FlashSaleServiceServicer):
                 if counters.lsn > last or (last == 0 and counters.lsn == 0):
                     last = max(counters.lsn, 1)
                     yield sale_counters_to_pb(counters)
-                    time.sleep(interval)            # coalescing: at most one message per interval
+                    if ended.wait(interval):        # coalescing: at most one message per interval
+                        return
                 # sleep until the engine commits anything (checked against this sale above), at most 1 s
                 seen = eng.wait_for_commit(max(seen, eng.lsn), timeout=1.0)
         except errors.PyomniError as exc:

@@ -208,7 +208,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
     def _route(self, request: Any) -> Any:
         order, policy, request_id, ttl = self._route_args(request)
-        return allocation_to_pb(self._engine.route_order(order, policy=policy, request_id=request_id, ttl=ttl))
+        return allocation_to_pb(self._engine.route_order(order, policy=policy, request_id=request_id, ttl=ttl,
+                                                         explain=request.explain))
 
     @staticmethod
     def _error_result(exc: errors.PyomniError, out: Any) -> None:

@@ -101,8 +101,18 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def encode(value: Any) -> bytes:
-    """``value`` (plain values, tuples, dicts and registered pyomni types, nested) as bytes."""
-    return msgpack.packb(value, default=_default, use_bin_type=True)
+    """``value`` (plain values, tuples, dicts and registered pyomni types, nested) as bytes.
+
+    Raises :class:`~pyomni.errors.InvalidArgument` for a value no record can hold (an int beyond 64 bits, a
+    string with a lone surrogate, an unregistered type).
+    """
+    try:
+        return msgpack.packb(value, default=_default, use_bin_type=True)
+    except errors.PyomniError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:     # UnicodeEncodeError is a ValueError
+        raise errors.InvalidArgument(f"cannot encode a record: {type(exc).__name__}: {str(exc)[:200]}",
+                                     field="value") from None
 
 
 def decode(data: bytes | memoryview) -> Any:

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from . import errors
+from . import errors, validate
 from .io import STOCK_EVENT_SCHEMA
 from .model import MAX_LINES, Capability, Fulfilment, Line, LocationKind, Order
 from .network import Network
@@ -58,6 +58,9 @@ _HUB_CANDIDATES = 60  # warehouses go to the best spread of this many most popul
 _DARK_STORE_CITIES = 10  # dark stores serve the largest cities only
 _SAME_DAY_MIN_POPULATION = 1_000_000
 _MAX_SKUS = 10_000_000
+_MAX_LOCATIONS = 1_000_000
+_MAX_ORDERS = 100_000_000
+_MAX_SEED = 2**63 - 1
 
 # Stores
 _STORE_CAPACITY = (40, 300)  # online orders per day, inclusive
@@ -154,13 +157,13 @@ def demo_network(stores: int = 400, warehouses: int = 8, skus: int = 10_000, *, 
     Parameters
     ----------
     stores, warehouses : int
-        How many of each (>= 0; at most 2,106 warehouses, one per city).
+        How many of each (0 to 1,000,000; at most 2,106 warehouses, one per city).
     skus : int
         Size of the catalogue, 1 to 10,000,000.
     dark_stores : int
-        How many dark stores (>= 0).
+        How many dark stores (0 to 1,000,000).
     seed : int
-        Seed of the random generator; the same seed gives the same network.
+        Seed of the random generator (0 to 2**63 - 1); the same seed gives the same network.
         Stores, warehouses and dark stores draw from separate streams, so
         adding dark stores does not move the stores.
 
@@ -183,11 +186,11 @@ def demo_network(stores: int = 400, warehouses: int = 8, skus: int = 10_000, *, 
     ('SKU-000000', 'SKU-000001', 'SKU-000002')
     """
     cities = _cities()
-    _check_int(stores, "stores", 0, None)
-    _check_int(warehouses, "warehouses", 0, len(cities.name))
-    _check_int(dark_stores, "dark_stores", 0, None)
-    _check_int(skus, "skus", 1, _MAX_SKUS)
-    _check_int(seed, "seed", 0, None)
+    stores = _check_int(stores, "stores", 0, _MAX_LOCATIONS)
+    warehouses = _check_int(warehouses, "warehouses", 0, len(cities.name))
+    dark_stores = _check_int(dark_stores, "dark_stores", 0, _MAX_LOCATIONS)
+    skus = _check_int(skus, "skus", 1, _MAX_SKUS)
+    seed = _check_int(seed, "seed", 0, _MAX_SEED)
     if stores + warehouses + dark_stores == 0:
         raise errors.InvalidArgument("a network needs at least one location", field="stores")
 
@@ -300,9 +303,8 @@ def demo_stock(network: Network, *, density: float = 0.02, seed: int = 0) -> pa.
     (['location', 'sku', 'event', 'qty', 'safety'], {'set'})
     """
     _check_network(network)
-    if not isinstance(density, (int, float)) or isinstance(density, bool) or not 0.0 < density <= 1.0:
-        raise errors.InvalidArgument(f"density must be in (0, 1], got {density!r}", field="density")
-    _check_int(seed, "seed", 0, None)
+    density = validate.number(density, "density", low=0.0, high=1.0, low_open=True)
+    seed = _check_int(seed, "seed", 0, _MAX_SEED)
     rng = np.random.default_rng(seed)
     n_skus = len(network.skus)
     # 0 for the best seller, 1 for the last of the tail; log scale, as popularity is Zipf.
@@ -421,7 +423,7 @@ def demo_orders(network: Network, n: int, *, seed: int = 0, max_lines: int = 3) 
     network : Network
         Supplies the SKU catalogue (most popular first).
     n : int
-        Number of orders (>= 0); ids ``"o-000001"``, ``"o-000002"``, ...
+        Number of orders (0 to 100,000,000); ids ``"o-000001"``, ``"o-000002"``, ...
     seed : int
         Seed of the random generator; the same seed gives the same orders.
     max_lines : int
@@ -446,9 +448,9 @@ def demo_orders(network: Network, n: int, *, seed: int = 0, max_lines: int = 3) 
     """
     _check_network(network)
     n_skus = len(network.skus)
-    _check_int(n, "n", 0, None)
-    _check_int(max_lines, "max_lines", 1, min(MAX_LINES, n_skus))
-    _check_int(seed, "seed", 0, None)
+    n = _check_int(n, "n", 0, _MAX_ORDERS)
+    max_lines = _check_int(max_lines, "max_lines", 1, min(MAX_LINES, n_skus))
+    seed = _check_int(seed, "seed", 0, _MAX_SEED)
     rng = np.random.default_rng(seed)
     cities = _cities()
 
@@ -535,16 +537,12 @@ def _id_slug(name: str) -> str:
     return _ascii_name(name).upper()
 
 
-def _check_int(value: object, name: str, low: int, high: int | None) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
-        raise errors.InvalidArgument(f"{name} must be an integer, got {value!r}", field=name)
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise errors.InvalidArgument(f"{name} must be {bounds}, got {value}", field=name)
+def _check_int(value: object, name: str, low: int, high: int) -> int:
+    return validate.integer(value, name, low=low, high=high)
 
 
 def _check_network(network: object) -> None:
     if not isinstance(network, Network):
-        raise errors.InvalidArgument(f"expected a Network, got {type(network).__name__}", field="network")
+        raise errors.InvalidArgument(f"expected a Network, got {validate.shown(network)}", field="network")
     if not network.skus:
         raise errors.InvalidArgument("the network has no SKU catalogue", field="network.skus")

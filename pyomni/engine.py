@@ -67,7 +67,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import codec, errors, snapshot
+from . import codec, errors, snapshot, validate
 from ._core import EVENT_KINDS, MAX_SHIPMENTS, REJECT_NAMES, check_status
 from .commands import (
     ClaimBatch,
@@ -121,13 +121,12 @@ from .model import (
     Shipment,
     ShortLine,
     StockLevel,
-    validate_lat_lon,
-    validate_point,
 )
 from .network import Network
 from .policy import DEFAULT_POLICY, ChannelRule, RoutingPolicy
 from .routing_batch import BatchRouting
 from .selling import SellingSide
+from .validate import MAX_ID_CHARS, shown
 
 __all__ = ["Engine", "EngineState", "config", "set_config"]
 
@@ -153,8 +152,9 @@ def set_config(*, native: bool | None = None) -> None:
 
     >>> set_config(native=True)
     """
+    native = validate.optional_flag(native, "native")
     if native is not None:
-        _config.native = bool(native)
+        _config.native = native
 
 
 def config() -> dict[str, Any]:
@@ -274,26 +274,16 @@ class EngineState:
     seq: int
 
 
-def _check_qty(value: Any, field: str, *, allow_zero: bool = False, allow_negative: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise errors.InvalidQuantity(f"{field} must be an integer, got {value!r}", field=field)
-    q = int(value)
-    lo = -MAX_QTY if allow_negative else (0 if allow_zero else 1)
-    if q < lo or q > MAX_QTY or (q == 0 and not allow_zero):
-        raise errors.InvalidQuantity(f"{field} = {q} is out of range [{lo}, {MAX_QTY}]"
-                                     + ("" if allow_zero else " (and must not be 0)"), field=field)
-    return q
-
-
+# the argument rules live in pyomni.validate (one home for each): the command path checks the request id here
 def _check_request_id(request_id: Any) -> None:
-    if request_id is not None and (not isinstance(request_id, str) or not request_id):
-        raise errors.InvalidArgument("request_id must be a non-empty string", field="request_id")
+    if request_id is not None:
+        validate.request_id(request_id)
 
 
-def _check_seconds(value: Any, field: str) -> float:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
-        raise errors.InvalidArgument(f"{field} must be a positive number of seconds", field=field)
-    return float(value)
+#: Keyword arguments of ``Engine`` that :meth:`Engine.open` passes on for a new directory.
+_ENGINE_OPTIONS = ("policy", "reservation_ttl", "channels", "max_request_ids", "request_id_ttl")
+_MAX_SEGMENT_BYTES = 1 << 40
+_PATH_SHOWN = 200                 # characters of a path shown in a message
 
 
 class Engine(SellingSide, BatchRouting):
@@ -340,17 +330,20 @@ class Engine(SellingSide, BatchRouting):
                  clock: Callable[[], float] = time.time, reservation_ttl: float = 900.0,
                  channels: Mapping[str, ChannelRule] | None = None, native: bool | None = None,
                  max_request_ids: int = 1_000_000, request_id_ttl: float = 86_400.0) -> None:
-        if not isinstance(network, Network):
-            raise errors.InvalidArgument("network must be a pyomni.Network", field="network")
-        self._ttl = _check_seconds(reservation_ttl, "reservation_ttl")
-        self._request_id_ttl = _check_seconds(request_id_ttl, "request_id_ttl")
-        if type(max_request_ids) is not int or max_request_ids < 0:
-            raise errors.InvalidArgument("max_request_ids must be an int >= 0", field="max_request_ids")
-        if policy is not None and not isinstance(policy, RoutingPolicy):
-            raise errors.InvalidArgument("policy must be a RoutingPolicy", field="policy")
+        validate.instance(network, Network, "network", "a pyomni.Network")
+        self._ttl = validate.seconds(reservation_ttl, "reservation_ttl")
+        self._request_id_ttl = validate.seconds(request_id_ttl, "request_id_ttl")
+        max_request_ids = validate.integer(max_request_ids, "max_request_ids", low=0, high=2**63 - 1)
+        if policy is not None:
+            validate.instance(policy, RoutingPolicy, "policy", "a RoutingPolicy")
+        native = validate.optional_flag(native, "native")
+        channel_rules = validate.mapping(channels, "channels")
+        for name, rule in channel_rules.items():
+            validate.identifier(name, "channels")
+            validate.instance(rule, ChannelRule, "channels", "a mapping of channel names to ChannelRule")
         self._net = network
-        self._native = _config.native if native is None else bool(native)
-        self._clock = clock
+        self._native = _config.native if native is None else native
+        self._clock = validate.callable_(clock, "clock")
         self._lock = threading.Lock()
         self._loc_ids: tuple[str, ...] = network.ids
         self._loc_index: dict[str, int] = {x: i for i, x in enumerate(network.ids)}
@@ -366,10 +359,7 @@ class Engine(SellingSide, BatchRouting):
         self._default_policy = policy or DEFAULT_POLICY
         self._policies: dict[str, RoutingPolicy] = {}
         self._add_policy(self._default_policy)
-        self._channels: dict[str, ChannelRule] = dict(channels or {})
-        for name, rule in self._channels.items():
-            if not isinstance(name, str) or not name or not isinstance(rule, ChannelRule):
-                raise errors.InvalidArgument("channels maps channel names to ChannelRule", field="channels")
+        self._channels: dict[str, ChannelRule] = {str(k): v for k, v in channel_rules.items()}
         self._records: dict[str, _Record] = {}
         self._record_order: list[_Record] = []          # the same records in id (= issue) order, for paging
         self._live_orders: dict[str, str] = {}          # order id -> reservation id (HELD or CONFIRMED)
@@ -433,7 +423,7 @@ class Engine(SellingSide, BatchRouting):
         try:
             return self._policies[key]
         except (KeyError, TypeError):
-            raise errors.UnknownPolicy(f"no routing policy {key!r}", field="policy") from None
+            raise errors.UnknownPolicy(f"no routing policy {shown(key)}", field="policy") from None
 
     def _policy_ref(self, key: str | RoutingPolicy | None, *, none_is_default: bool = True
                     ) -> str | RoutingPolicy | None:
@@ -449,16 +439,14 @@ class Engine(SellingSide, BatchRouting):
 
     def register_policy(self, policy: RoutingPolicy, *, request_id: str | None = None) -> None:
         """Make ``policy`` selectable by its key (``"name@version"``) and by its name (latest version)."""
-        if not isinstance(policy, RoutingPolicy):
-            raise errors.InvalidArgument("policy must be a RoutingPolicy", field="policy")
+        validate.instance(policy, RoutingPolicy, "policy", "a RoutingPolicy")
         self._execute(RegisterPolicy(policy), request_id)
 
     def set_channel_rule(self, channel: str, rule: ChannelRule | None, *, request_id: str | None = None) -> None:
         """Set (or with ``None`` remove) the selling limit of a channel."""
-        if not isinstance(channel, str) or not channel:
-            raise errors.InvalidArgument("channel must be a non-empty string", field="channel")
-        if rule is not None and not isinstance(rule, ChannelRule):
-            raise errors.InvalidArgument("rule must be a ChannelRule", field="rule")
+        channel = validate.identifier(channel, "channel")
+        if rule is not None:
+            validate.instance(rule, ChannelRule, "rule", "a ChannelRule or None")
         self._execute(SetChannelRule(channel, rule), request_id)
 
     def register_skus(self, skus: Iterable[str], *, request_id: str | None = None) -> int:
@@ -466,23 +454,15 @@ class Engine(SellingSide, BatchRouting):
 
         Raises :class:`~pyomni.errors.DuplicateId` if any is already known or repeated.
         """
-        if isinstance(skus, (str, bytes)) or not isinstance(skus, Iterable):
-            raise errors.InvalidArgument("skus must be a sequence of SKU ids", field="skus")
-        new = tuple(skus)
-        for i, s in enumerate(new):
-            if not isinstance(s, str) or not s:
-                raise errors.InvalidArgument("SKU ids must be non-empty strings", field=f"skus[{i}]")
-        return self._execute(RegisterSkus(new), request_id)
+        return self._execute(RegisterSkus(validate.identifiers(skus, "skus")), request_id)
 
     def set_location_open(self, location: str, is_open: bool, *, request_id: str | None = None) -> None:
         """Open or close a location for online orders (its existing reservations stay)."""
-        if not isinstance(is_open, (bool, np.bool_)):
-            raise errors.InvalidArgument("is_open must be a bool", field="is_open")
-        self._execute(SetLocationOpen(location, bool(is_open)), request_id)
+        self._execute(SetLocationOpen(location, validate.flag(is_open, "is_open")), request_id)
 
     def set_daily_capacity(self, location: str, capacity: int, *, request_id: str | None = None) -> None:
         """Change a location's daily shipment capacity (0 = unlimited)."""
-        self._execute(SetDailyCapacity(location, _check_qty(capacity, "capacity", allow_zero=True)), request_id)
+        self._execute(SetDailyCapacity(location, validate.quantity(capacity, "capacity", allow_zero=True)), request_id)
 
     def new_day(self, *, request_id: str | None = None) -> None:
         """Start a new business day: shipments confirmed so far stop counting toward capacity."""
@@ -493,22 +473,22 @@ class Engine(SellingSide, BatchRouting):
         try:
             return self._loc_index[location]
         except (KeyError, TypeError):
-            raise errors.UnknownLocation(f"no location {location!r}", field=field) from None
+            raise errors.UnknownLocation(f"no location {shown(location)}", field=field) from None
 
     def _sku(self, sku: Any, field: str) -> int:
         try:
             return self._sku_index[sku]
         except (KeyError, TypeError):
-            raise errors.UnknownSku(f"no SKU {sku!r}", field=field) from None
+            raise errors.UnknownSku(f"no SKU {shown(sku)}", field=field) from None
 
     # -- the command path --------------------------------------------------------------
     # One method executes every mutation (TigerBeetle's ``commit``); the public methods only validate
     # their arguments and build the command. ``_commit`` runs under the lock; the wait for the disk
     # does not, so concurrent callers share one fsync.
-    def _execute(self, command: Command, request_id: str | None = None) -> Any:
+    def _execute(self, command: Command, request_id: str | None = None, explain: bool = True) -> Any:
         _check_request_id(request_id)
         with self._lock:
-            answer, lsn = self._commit(command, request_id)
+            answer, lsn = self._commit(command, request_id, explain)
         if lsn and self._journal is not None:
             self._wait(lsn)
         return answer
@@ -536,7 +516,7 @@ class Engine(SellingSide, BatchRouting):
             self._wait(last)
         return results
 
-    def _commit(self, command: Command, request_id: str | None) -> tuple[Any, int]:
+    def _commit(self, command: Command, request_id: str | None, explain: bool = True) -> tuple[Any, int]:
         """Under the lock: idempotency lookup, time stamp, decide, apply, journal, remember.
 
         Returns the answer and the sequence number the caller must see durable
@@ -548,20 +528,31 @@ class Engine(SellingSide, BatchRouting):
             prior = self._requests.get(request_id)
             if prior is not None:
                 if prior.command != command:
-                    raise errors.RequestIdReused(f"request id {request_id!r} was used for a different request",
+                    raise errors.RequestIdReused(f"request id {shown(request_id)} was used for a different request",
                                                  field="request_id")
                 return prior.value(), prior.lsn
         now = self._begin_command(type(command))
         decide, apply = _HANDLERS[type(command)]
         effect, explanation = decide(self, command, now)
         answer = apply(self, command, effect, now, request_id)
-        # the first caller gets the router's full explanation; the window and replay keep the recorded one
-        first = answer if explanation is None else dataclasses.replace(answer, explanation=explanation)
+        # the first caller gets the router's full explanation if it asks; the window and replay keep the
+        # recorded one
+        first = answer if explanation is None or not explain else dataclasses.replace(answer, explanation=explanation)
         if effect is _NOTHING or (request_id is None and type(effect) is Unfilled):
             return first, self._lsn      # nothing changed and nobody will ask again: no record
         lsn = self._log(now, request_id, command, effect)
         self._remember(request_id, command, answer, lsn, now)
+        expiry, claims, sales = self._expiry, self._claim_expiry, self._sale_clock     # the hot path: look first
+        if (expiry and expiry[0][0] <= now) or (claims and claims[0][0] <= now) or (sales and sales[0][0] <= now):
+            self._settle(command, now)
         return first, lsn
+
+    def _settle(self, command: Command, now: float) -> None:
+        """After a command, under the lock: what its own effect made due at its time (a hold with a tiny ttl, a sale
+        whose start moved into the past) is done at once, as the clock's command, so that no later call -- a query
+        or one that fails -- finds the state due for a change it did not ask for."""
+        if ((self._expiry and self._expiry[0][0] <= now) or self._selling_due(now)) and type(command) is not Expire:
+            self._commit(Expire(), None)
 
     def _check_writable(self) -> None:
         if self._failure is not None or (self._journal is not None and self._journal.failed):
@@ -580,7 +571,8 @@ class Engine(SellingSide, BatchRouting):
 
     def _log(self, now: float, request_id: str | None, command: Command, effect: Any) -> int:
         self._lsn += 1
-        self._changed.set()
+        if not self._changed.is_set():    # set() takes the event's lock and notifies even when set
+            self._changed.set()
         if self._commit_waiters:
             with self._commit_cond:
                 self._commit_cond.notify_all()
@@ -590,6 +582,9 @@ class Engine(SellingSide, BatchRouting):
             except errors.StorageFailed as exc:
                 self._failure = exc        # applied in memory, not on disk: never take another write
                 raise
+            except errors.PyomniError as exc:   # no record can hold it (the public methods check, so a bug):
+                self._failure = errors.StorageFailed(f"a {type(command).__name__} record cannot be written: {exc}")
+                raise self._failure from None   # applied in memory, not on disk: as above
             if lsn != self._lsn:
                 raise errors.InvariantViolation(f"journal sequence {lsn} != engine sequence {self._lsn}")
         return self._lsn
@@ -599,6 +594,8 @@ class Engine(SellingSide, BatchRouting):
 
         For watchers (``WatchFlashSale``): they sleep until something changes instead of polling.
         """
+        after = validate.integer(after, "after", low=-(2**63), high=2**63 - 1)
+        timeout = validate.timeout(timeout)
         with self._commit_cond:
             self._commit_waiters += 1
             try:
@@ -667,39 +664,39 @@ class Engine(SellingSide, BatchRouting):
 
         Raises :class:`~pyomni.errors.StockReserved` if ``on_hand`` is below what is reserved.
         """
-        q = _check_qty(on_hand, "on_hand", allow_zero=True)
-        sf = -1 if safety is None else _check_qty(safety, "safety", allow_zero=True)
+        q = validate.quantity(on_hand, "on_hand", allow_zero=True)
+        sf = -1 if safety is None else validate.quantity(safety, "safety", allow_zero=True)
         return self._execute(StockCommand(_EV_SET, location, sku, q, sf), request_id)
 
     def adjust_stock(self, location: str, sku: str, delta: int, *, request_id: str | None = None) -> StockLevel:
         """Add (or with a negative ``delta`` remove) units, e.g. after a count or damage."""
-        q = _check_qty(delta, "delta", allow_negative=True)
+        q = validate.quantity(delta, "delta", allow_negative=True)
         return self._execute(StockCommand(_EV_ADJUST, location, sku, q, -1), request_id)
 
     def receive(self, location: str, sku: str, qty: int, *, request_id: str | None = None) -> StockLevel:
         """Book a delivery of ``qty`` units into a location."""
-        return self._execute(StockCommand(_EV_RECEIVE, location, sku, _check_qty(qty, "qty"), -1), request_id)
+        return self._execute(StockCommand(_EV_RECEIVE, location, sku, validate.quantity(qty, "qty"), -1), request_id)
 
     def sell(self, location: str, sku: str, qty: int, *, request_id: str | None = None) -> StockLevel:
         """A shop-floor (POS) sale: may sell into safety stock, never into reserved units.
 
         Raises :class:`~pyomni.errors.InsufficientStock` when fewer unreserved units are on hand.
         """
-        return self._execute(StockCommand(_EV_SALE, location, sku, _check_qty(qty, "qty"), -1), request_id)
+        return self._execute(StockCommand(_EV_SALE, location, sku, validate.quantity(qty, "qty"), -1), request_id)
 
     def return_item(self, location: str, sku: str, qty: int, *, request_id: str | None = None) -> StockLevel:
         """A customer return, accepted at any location (it goes back on hand there)."""
-        return self._execute(StockCommand(_EV_RETURN, location, sku, _check_qty(qty, "qty"), -1), request_id)
+        return self._execute(StockCommand(_EV_RETURN, location, sku, validate.quantity(qty, "qty"), -1), request_id)
 
     def set_safety(self, location: str, sku: str, safety: int, *, request_id: str | None = None) -> StockLevel:
         """Set the safety stock held back for walk-in customers at one cell."""
-        q = _check_qty(safety, "safety", allow_zero=True)
+        q = validate.quantity(safety, "safety", allow_zero=True)
         return self._execute(StockCommand(_EV_SAFETY, location, sku, q, -1), request_id)
 
     def transfer(self, source: str, destination: str, sku: str, qty: int, *,
                  request_id: str | None = None) -> tuple[StockLevel, StockLevel]:
         """Move unreserved units between locations atomically; returns both cells after the move."""
-        return self._execute(Transfer(source, destination, sku, _check_qty(qty, "qty")), request_id)
+        return self._execute(Transfer(source, destination, sku, validate.quantity(qty, "qty")), request_id)
 
     def apply_stock_events(self, source: Any, *, request_id: str | None = None) -> int:
         """Apply a batch of stock events atomically in one native pass; returns the number applied.
@@ -747,13 +744,13 @@ class Engine(SellingSide, BatchRouting):
         bad = np.flatnonzero(out < 0)
         if len(bad):
             row = int(bad[0])
-            raise error(f"unknown {name} {values[ids[row]]!r} in event {row}; no event was applied",
+            raise error(f"unknown {name} {shown(values[ids[row]])} in event {row}; no event was applied",
                         field=f"events[{row}].{name}")
         return np.ascontiguousarray(out, dtype=np.int32)
 
     # -- routing and reservations: the public wrappers ------------------------------------
     def route_order(self, order: Order, *, policy: str | RoutingPolicy | None = None,
-                    request_id: str | None = None, ttl: float | None = None) -> Allocation:
+                    request_id: str | None = None, ttl: float | None = None, explain: bool = True) -> Allocation:
         """Choose the location(s) for an order and hold the stock atomically.
 
         The cheapest location that fills every line wins; the order is split
@@ -770,6 +767,10 @@ class Engine(SellingSide, BatchRouting):
             Idempotency key: a retry returns the first answer and changes nothing.
         ttl : float, optional
             Seconds until the hold expires (default: the engine's ``reservation_ttl``).
+        explain : bool
+            Answer with the router's full account (candidates considered, rejections, runners-up);
+            False answers with the recorded one (shipments, split reason, policy), as a retry does,
+            and saves the work (the gRPC service asks for it only when the caller does).
 
         Raises
         ------
@@ -786,7 +787,10 @@ class Engine(SellingSide, BatchRouting):
         >>> a.shipments[0].location == net.ids[0], eng.stock(net.ids[0], "SKU-000001").reserved
         (True, 2)
         """
-        return self._execute(self._route_command(order, policy, ttl), request_id)
+        if type(explain) is not bool:
+            raise errors.InvalidArgument(f"explain must be True or False, not {type(explain).__name__}",
+                                         field="explain")
+        return self._execute(self._route_command(order, policy, ttl), request_id, explain)
 
     def route_orders(self, orders: Sequence[Order], *, request_ids: Sequence[str | None] | None = None,
                      policies: Sequence[str | RoutingPolicy | None] | None = None,
@@ -798,10 +802,16 @@ class Engine(SellingSide, BatchRouting):
         error it raised (the other orders go on). With a journal, the call
         returns once the whole batch is durable: one fsync for the batch.
         """
+        orders = validate.sequence(orders, "orders", what="a sequence of Order")
         n = len(orders)
+        columns: list[Any] = []
         for name, values in (("request_ids", request_ids), ("policies", policies), ("ttls", ttls)):
-            if values is not None and len(values) != n:
-                raise errors.InvalidArgument(f"{name} must have one entry per order", field=name)
+            if values is not None:
+                values = validate.sequence(values, name)
+                if len(values) != n:
+                    raise errors.InvalidArgument(f"{name} must have one entry per order", field=name)
+            columns.append(values)
+        request_ids, policies, ttls = columns
         items: list[tuple[Command, str | None]] = []
         failed: dict[int, errors.PyomniError] = {}
         for i, order in enumerate(orders):
@@ -816,9 +826,9 @@ class Engine(SellingSide, BatchRouting):
 
     def _route_command(self, order: Order, policy: str | RoutingPolicy | None, ttl: float | None) -> RouteOrder:
         if ttl is not None:
-            ttl = _check_seconds(ttl, "ttl")
-        if not isinstance(order, Order):
-            raise errors.InvalidOrder("order must be a pyomni.Order", field="order")
+            ttl = validate.seconds(ttl, "ttl")
+        if type(order) is not Order:
+            validate.instance(order, Order, "order", "a pyomni.Order", errors.InvalidOrder)
         return RouteOrder(order, self._policy_ref(policy), ttl)
 
     def quote(self, order: Order, *, policy: str | RoutingPolicy | None = None) -> Allocation:
@@ -884,8 +894,7 @@ class Engine(SellingSide, BatchRouting):
         >>> a.status.name, len(a.shipments), eng.stock(net.ids[0], "SKU-000001").reserved
         ('ALLOCATED', 2, 2)
         """
-        if not isinstance(order, Order):
-            raise errors.InvalidOrder("order must be a pyomni.Order", field="order")
+        validate.instance(order, Order, "order", "a pyomni.Order", errors.InvalidOrder)
         return self._execute(ReservePlan(order, _normalise_plan(shipments), self._policy_ref(policy)), request_id)
 
     def confirm(self, reservation_id: str, *, request_id: str | None = None) -> Reservation:
@@ -943,16 +952,14 @@ class Engine(SellingSide, BatchRouting):
         >>> "NEW-1" in eng.network
         True
         """
-        if isinstance(locations, (str, bytes, Location)) or not isinstance(locations, Iterable):
-            raise errors.InvalidArgument("locations must be a sequence of Location", field="locations")
-        new = tuple(locations)
-        seen: set[str] = set()
-        for i, loc in enumerate(new):
-            if not isinstance(loc, Location):
-                raise errors.InvalidArgument(f"locations[{i}] is not a Location", field=f"locations[{i}]")
-            if loc.id in seen:
-                raise errors.DuplicateId(f"location {loc.id!r} appears twice", field=f"locations[{i}].id")
-            seen.add(loc.id)
+        if isinstance(locations, Location):
+            raise errors.InvalidArgument("locations must be a sequence of Location, not one", field="locations")
+        given = validate.sequence(locations, "locations", what="a sequence of Location")
+        for i, loc in enumerate(given):
+            validate.instance(loc, Location, f"locations[{i}]", "a Location")
+        # validated as a network of their own (ids unique, every value in range), and recorded as that network
+        # gives them back: canonical types (enums, plain numbers), so the journal replays exactly what was applied
+        new = tuple(Network.from_locations(given))
         return self._execute(UpsertLocations(new), request_id)
 
     # -- deciders: read the state, name the effect, change nothing -----------------------------
@@ -993,8 +1000,8 @@ class Engine(SellingSide, BatchRouting):
 
     def _check_not_live(self, order: Order) -> None:
         if order.id in self._live_orders:
-            raise errors.DuplicateId(f"order {order.id!r} already has reservation "
-                                     f"{self._live_orders[order.id]!r}", field="id")
+            raise errors.DuplicateId(f"order {shown(order.id)} already has reservation "
+                                     f"{shown(self._live_orders[order.id])}", field="id")
 
     def _decide_end(self, command: EndReservation, now: float) -> tuple[Any, Any]:
         self._held(command.reservation_id)
@@ -1003,7 +1010,7 @@ class Engine(SellingSide, BatchRouting):
     def _held(self, reservation_id: Any) -> _Record:
         rec = self._record(reservation_id)
         if rec.state is not ReservationState.HELD:
-            raise errors.ReservationNotHeld(f"reservation {reservation_id!r} is {rec.state.name}, not HELD",
+            raise errors.ReservationNotHeld(f"reservation {shown(reservation_id)} is {rec.state.name}, not HELD",
                                             field="reservation_id")
         return rec
 
@@ -1012,8 +1019,8 @@ class Engine(SellingSide, BatchRouting):
         loc = self._loc(command.rejected_by, "rejected_by")
         idx = next((i for i, s in enumerate(rec.shipments) if s[0] == loc), None)
         if idx is None:
-            raise errors.InvalidArgument(f"{command.rejected_by!r} does not fulfil reservation "
-                                         f"{command.reservation_id!r}", field="rejected_by")
+            raise errors.InvalidArgument(f"{shown(command.rejected_by)} does not fulfil reservation "
+                                         f"{shown(command.reservation_id)}", field="rejected_by")
         pol = rec.policy if command.policy is None else self._resolve_policy(command.policy)
         rejected = rec.shipments[idx]
         others = [s for i, s in enumerate(rec.shipments) if i != idx]
@@ -1056,7 +1063,7 @@ class Engine(SellingSide, BatchRouting):
         if not 0 <= command.kind < len(EVENT_KINDS):
             raise errors.InvalidArgument(f"unknown stock event kind {command.kind}", field="event")
         check_status(self._ledger.apply_event(loc, s, command.kind, command.qty, command.safety),
-                     f"{EVENT_KINDS[command.kind]} {command.qty} of {command.sku!r} at {command.location!r}",
+                     f"{EVENT_KINDS[command.kind]} {command.qty} of {shown(command.sku)} at {shown(command.location)}",
                      field="qty")
         return self._stock_level(loc, s)
 
@@ -1073,8 +1080,8 @@ class Engine(SellingSide, BatchRouting):
         status, row = self._ledger.apply_events(loc, sku, kind, qty, safety)
         if status:
             what = EVENT_KINDS[kind[row]] if 0 <= kind[row] < len(EVENT_KINDS) else f"kind {kind[row]}"
-            check_status(status, f"event {row} ({what} {qty[row]} of {self._sku_ids[sku[row]]!r} at "
-                         f"{self._loc_ids[loc[row]]!r}) failed; no event of the batch was applied",
+            check_status(status, f"event {row} ({what} {qty[row]} of {shown(self._sku_ids[sku[row]])} at "
+                         f"{shown(self._loc_ids[loc[row]])}) failed; no event of the batch was applied",
                          field=f"events[{row}]")
         return command.n
 
@@ -1086,7 +1093,8 @@ class Engine(SellingSide, BatchRouting):
             raise errors.InvalidArgument("source and destination are the same location", field="destination")
         s = self._sku(command.sku, "sku")
         check_status(self._ledger.transfer(src, dst, s, command.qty),
-                     f"transfer {command.qty} of {command.sku!r} from {command.source!r} to {command.destination!r}",
+                     f"transfer {command.qty} of {shown(command.sku)} from {shown(command.source)} to "
+                     f"{shown(command.destination)}",
                      field="qty")
         return self._stock_level(src, s), self._stock_level(dst, s)
 
@@ -1207,7 +1215,7 @@ class Engine(SellingSide, BatchRouting):
         seen: set[str] = set()
         for i, s in enumerate(command.skus):
             if s in self._sku_index or s in seen:
-                raise errors.DuplicateId(f"SKU {s!r} is already in the catalogue", field=f"skus[{i}]")
+                raise errors.DuplicateId(f"SKU {shown(s)} is already in the catalogue", field=f"skus[{i}]")
             seen.add(s)
         check_status(self._ledger.add_skus(len(command.skus)))
         for s in command.skus:
@@ -1234,7 +1242,7 @@ class Engine(SellingSide, BatchRouting):
         try:
             return self._records[reservation_id]
         except (KeyError, TypeError):
-            raise errors.UnknownReservation(f"no reservation {reservation_id!r}", field="reservation_id") from None
+            raise errors.UnknownReservation(f"no reservation {shown(reservation_id)}", field="reservation_id") from None
 
     def _change_holds(self, ships: Iterable[tuple], op: int) -> None:
         cells: list[int] = []
@@ -1261,8 +1269,9 @@ class Engine(SellingSide, BatchRouting):
         """Validate and intern an order; raises typed errors and touches no state."""
         if not isinstance(order, Order):
             raise errors.InvalidOrder("order must be a pyomni.Order", field="order")
-        if not isinstance(order.id, str) or not order.id:
-            raise errors.InvalidOrder("order id must be a non-empty string", field="id")
+        oid = order.id
+        if not (type(oid) is str and 0 < len(oid) <= MAX_ID_CHARS and oid.isascii() and oid.isprintable()):
+            validate.identifier(oid, "id", error=errors.InvalidOrder)
         lines = order.lines
         n = len(lines)
         if n == 0:
@@ -1281,7 +1290,7 @@ class Engine(SellingSide, BatchRouting):
             if s < 0 or type(qty) is not int or qty < 1 or qty > MAX_QTY:
                 i = len(skus)
                 self._sku(line.sku, f"lines[{i}].sku")
-                _check_qty(qty, f"lines[{i}].qty")
+                validate.quantity(qty, f"lines[{i}].qty")
             skus.append(s)
             qtys.append(qty)
         if n > 1 and len(set(skus)) != n:
@@ -1297,14 +1306,14 @@ class Engine(SellingSide, BatchRouting):
                 raise errors.InvalidOrder("a pickup order needs pickup_location", field="pickup_location")
             p.pickup = self._loc(order.pickup_location, "pickup_location")
             if not self._caps[p.pickup] & Capability.PICKUP or not self._open[p.pickup]:
-                raise errors.CapabilityMissing(f"{order.pickup_location!r} does not take pickup orders now",
+                raise errors.CapabilityMissing(f"{shown(order.pickup_location)} does not take pickup orders now",
                                                field="pickup_location")
         else:
             if order.destination is None:
                 raise errors.InvalidOrder("a delivery order needs a destination", field="destination")
             if len(order.destination) != 2:
                 raise errors.InvalidCoordinates("destination must be (lat, lon)", field="destination")
-            p.lat, p.lon = validate_lat_lon(order.destination[0], order.destination[1])
+            p.lat, p.lon = validate.lat_lon(order.destination[0], order.destination[1])
         p.need_cap = _NEED_CAP[f]
         max_km = pol.max_distance_km if order.max_distance_km is None else order.max_distance_km
         if not isinstance(max_km, (int, float)) or isinstance(max_km, bool) or math.isnan(max_km) or max_km <= 0:
@@ -1320,8 +1329,10 @@ class Engine(SellingSide, BatchRouting):
             raise errors.InvalidOrder(f"at most {MAX_EXCLUDED} excluded locations", field="excluded_locations")
         p.excluded = tuple(self._loc(x, f"excluded_locations[{i}]")
                            for i, x in enumerate(order.excluded_locations)) if order.excluded_locations else ()
-        if not isinstance(order.channel, str) or not order.channel:
-            raise errors.InvalidOrder("channel must be a non-empty string", field="channel")
+        channel = order.channel
+        if not (type(channel) is str and 0 < len(channel) <= MAX_ID_CHARS and channel.isascii()
+                and channel.isprintable()):
+            validate.identifier(channel, "channel", error=errors.InvalidOrder)
         return p
 
     def _native_policy(self, pol: RoutingPolicy) -> Any:
@@ -1432,24 +1443,24 @@ class Engine(SellingSide, BatchRouting):
             where = f"shipments[{k}]"
             loc = self._loc(location, f"{where}.location")
             if loc in seen:
-                raise errors.InvalidArgument(f"location {location!r} appears twice in the plan", field=where)
+                raise errors.InvalidArgument(f"location {shown(location)} appears twice in the plan", field=where)
             seen.add(loc)
             if loc in p.excluded:
-                raise errors.InvalidArgument(f"the order excludes {location!r}", field=f"{where}.location")
+                raise errors.InvalidArgument(f"the order excludes {shown(location)}", field=f"{where}.location")
             if not self._open[loc]:
-                raise errors.CapabilityMissing(f"{location!r} is closed", field=f"{where}.location")
+                raise errors.CapabilityMissing(f"{shown(location)} is closed", field=f"{where}.location")
             if loc != p.pickup and (int(self._caps[loc]) & p.need_cap) != p.need_cap:
-                raise errors.CapabilityMissing(f"{location!r} cannot fulfil this kind of order",
+                raise errors.CapabilityMissing(f"{shown(location)} cannot fulfil this kind of order",
                                                field=f"{where}.location")
             cap = int(self._capacity[loc])
             load = int(held[loc]) + int(confirmed[loc])
             if cap > 0 and load >= cap:
-                raise errors.FailedPrecondition(f"{location!r} has no shipment capacity left today ({load}/{cap})",
+                raise errors.FailedPrecondition(f"{shown(location)} has no shipment capacity left today ({load}/{cap})",
                                                 field=f"{where}.location")
             xyz = py_unit_vector(float(net.lat[loc]), float(net.lon[loc]))
             km = py_chord_sq_to_km(sum((a - b) * (a - b) for a, b in zip(xyz, dest)))
             if km > p.max_km:
-                raise errors.InvalidOrder(f"{location!r} is {km:.1f} km away; the order allows {p.max_km}",
+                raise errors.InvalidOrder(f"{shown(location)} is {km:.1f} km away; the order allows {p.max_km}",
                                           field=f"{where}.location")
             takes = [0] * len(p.skus)
             cells = [-1] * len(p.skus)
@@ -1458,17 +1469,17 @@ class Engine(SellingSide, BatchRouting):
                 s = self._sku(sku, f"{where}.lines[{j}].sku")
                 i = position.get(s)
                 if i is None:
-                    raise errors.InvalidArgument(f"SKU {sku!r} is not in order {p.order.id!r}",
+                    raise errors.InvalidArgument(f"SKU {shown(sku)} is not in order {shown(p.order.id)}",
                                                  field=f"{where}.lines[{j}].sku")
                 if takes[i]:
-                    raise errors.InvalidArgument(f"SKU {sku!r} appears twice in one shipment",
+                    raise errors.InvalidArgument(f"SKU {shown(sku)} appears twice in one shipment",
                                                  field=f"{where}.lines[{j}].sku")
                 c = self._ledger.cell_index(loc, s)
                 cell = self._ledger.cell(loc, s)
                 available = max(0, cell[0] - cell[1] - cell[2]) if cell is not None else 0
                 if c < 0 or available < qty:
-                    raise errors.InsufficientStock(f"{location!r} has {available} of {sku!r} available, the plan "
-                                                   f"takes {qty}", field=f"{where}.lines[{j}].qty")
+                    raise errors.InsufficientStock(f"{shown(location)} has {available} of {shown(sku)} available, "
+                                                   f"the plan takes {qty}", field=f"{where}.lines[{j}].qty")
                 takes[i] = qty
                 cells[i] = c
                 covered[i] += qty
@@ -1479,7 +1490,7 @@ class Engine(SellingSide, BatchRouting):
             ships.append((loc, km, costs, tuple(takes), tuple(cells), tuple(p.skus)))
         for i, (got, want) in enumerate(zip(covered, p.qtys)):
             if got != want:
-                raise errors.InvalidOrder(f"the plan ships {got} of {want} units of {self._sku_ids[p.skus[i]]!r}",
+                raise errors.InvalidOrder(f"the plan ships {got} of {want} units of {shown(self._sku_ids[p.skus[i]])}",
                                           field="shipments")
         return ships
 
@@ -1500,12 +1511,12 @@ class Engine(SellingSide, BatchRouting):
     def reservations(self, state: ReservationState | None = None, *, after: str | None = None,
                      limit: int | None = None) -> list[Reservation]:
         """Reservations in id order, optionally of one state; ``after``/``limit`` page through them."""
-        if state is not None and not isinstance(state, ReservationState):
-            raise errors.InvalidArgument("state must be a pyomni.ReservationState (or None for all)", field="state")
-        if after is not None and not isinstance(after, str):
-            raise errors.InvalidArgument("after must be a reservation id (a string)", field="after")
-        if limit is not None and (type(limit) is not int or limit < 0):
-            raise errors.InvalidArgument("limit must be an int >= 0 (or None for all)", field="limit")
+        if state is not None:
+            state = validate.member(state, "state", ReservationState)
+        if after is not None:
+            validate.instance(after, str, "after", "a reservation id (a string) or None")
+        if limit is not None:
+            limit = validate.integer(limit, "limit", low=0)
         if limit == 0:
             return []
         with self._lock:
@@ -1532,6 +1543,7 @@ class Engine(SellingSide, BatchRouting):
         >>> eng.remembered("take-1").on_hand, eng.remembered("take-2")
         (7, None)
         """
+        validate.instance(request_id, str, "request_id", "a request id (a string)")
         with self._lock:
             entry = self._requests.get(request_id)
             return None if entry is None else entry.value()
@@ -1558,8 +1570,8 @@ class Engine(SellingSide, BatchRouting):
         >>> eng.available("SKU-000000"), eng.available("SKU-000000", channel="tmall")
         (8, 4)
         """
-        if channel is not None and not isinstance(channel, str):
-            raise errors.InvalidArgument("channel must be a string (or None for no channel rule)", field="channel")
+        if channel is not None:
+            validate.instance(channel, str, "channel", "a channel name (a string) or None")
         with self._lock:
             s = self._sku(sku, "sku")
             if location is not None:
@@ -1575,8 +1587,7 @@ class Engine(SellingSide, BatchRouting):
         While a network-scope feed of a channel runs, that channel's orders are
         held to what the feed last published.
         """
-        if channel is not None and (not isinstance(channel, str) or not channel):
-            raise errors.InvalidArgument("channel must be a non-empty string or None", field="channel")
+        channel = validate.optional_identifier(channel, "channel")
         return ChannelFeed(self, channel, scope=scope, interval_ms=interval_ms, start=start)
 
     def availability(self, sku: str) -> pa.Table:
@@ -1595,7 +1606,7 @@ class Engine(SellingSide, BatchRouting):
     def available_near(self, sku: str, near: tuple[float, float], *, radius_km: float = 30.0,
                        limit: int = 20) -> list[NearbyStock]:
         """Store locator: open locations within ``radius_km`` with the SKU available, nearest first."""
-        lat, lon = validate_point(near, "near")
+        lat, lon = validate.point(near, "near")
         radius, k = self._radius_limit(radius_km, limit)
         with self._lock:
             s = self._sku(sku, "sku")
@@ -1605,14 +1616,13 @@ class Engine(SellingSide, BatchRouting):
     def find_pickup_locations(self, lines: Sequence[Line | tuple[str, int]], near: tuple[float, float], *,
                               radius_km: float = 30.0, limit: int = 5) -> list[PickupOption]:
         """Click-and-collect: the nearest pickup locations that can fill the whole basket from their own stock."""
-        lat, lon = validate_point(near, "near")
+        lat, lon = validate.point(near, "near")
         radius, k = self._radius_limit(radius_km, limit)
-        if isinstance(lines, (str, bytes)) or not isinstance(lines, Iterable):
-            raise errors.InvalidOrder("lines must be a sequence of Line or (sku, qty)", field="lines")
+        lines = validate.sequence(lines, "lines", error=errors.InvalidOrder, what="a sequence of Line or (sku, qty)")
         basket = Order("basket", tuple(lines), destination=(lat, lon)).lines  # type: ignore[arg-type]
         if not basket or len(basket) > MAX_LINES:
             raise errors.InvalidOrder(f"basket must have 1..{MAX_LINES} lines", field="lines")
-        qtys = tuple(_check_qty(line.qty, f"lines[{i}].qty") for i, line in enumerate(basket))
+        qtys = tuple(validate.quantity(line.qty, f"lines[{i}].qty") for i, line in enumerate(basket))
         with self._lock:
             skus = tuple(self._sku(line.sku, f"lines[{i}].sku") for i, line in enumerate(basket))
             if len(set(skus)) != len(skus):
@@ -1622,12 +1632,8 @@ class Engine(SellingSide, BatchRouting):
 
     @staticmethod
     def _radius_limit(radius_km: float, limit: int) -> tuple[float, int]:
-        if not isinstance(radius_km, (int, float)) or isinstance(radius_km, bool) or not (
-                math.isfinite(radius_km) and radius_km > 0):
-            raise errors.InvalidArgument("radius_km must be a positive finite number", field="radius_km")
-        if type(limit) is not int or not 1 <= limit <= 1000:
-            raise errors.InvalidArgument("limit must be an int in 1..1000", field="limit")
-        return float(radius_km), limit
+        radius = validate.number(radius_km, "radius_km", low=0.0, low_open=True)
+        return radius, validate.integer(limit, "limit", low=1, high=1000)
 
     def stock_table(self) -> pa.Table:
         """All stock cells as an Arrow table: ``location, sku, on_hand, reserved, safety``."""
@@ -1781,12 +1787,12 @@ class Engine(SellingSide, BatchRouting):
         ...     pyomni.Engine.load(d).stock(eng.network.ids[0], "SKU-000001").on_hand
         7
         """
-        own = self._directory is not None and (directory is None or
-                                               Path(directory).resolve() == self._directory.resolve())
-        if directory is None and not own:
+        target = None if directory is None else validate.path(directory, "directory")
+        own = self._directory is not None and (target is None or target.resolve() == self._directory.resolve())
+        if target is None and not own:
             raise errors.InvalidArgument("an engine without a data directory needs a directory to save to",
                                          field="directory")
-        root = (self._directory if own else Path(directory)) / "snapshots"   # type: ignore[operator,arg-type]
+        root = (self._directory if own else target) / "snapshots"   # type: ignore[operator]
         with self._snapshot_lock:
             start = time.perf_counter()
             with self._lock, _gc_paused():           # 200k records + 200k request ids: 1.2 s -> 0.25 s locked
@@ -1825,10 +1831,12 @@ class Engine(SellingSide, BatchRouting):
         """
         from .journal import read_records
 
-        root = Path(directory)
+        root = validate.path(directory, "directory")
+        validate.callable_(clock, "clock")
+        native = validate.optional_flag(native, "native")
         data = snapshot.latest(root / "snapshots")
         if data is None:
-            raise errors.NotFound(f"no engine snapshot in {str(directory)!r}", field="directory")
+            raise errors.NotFound(f"no engine snapshot in {shown(str(root), _PATH_SHOWN)}", field="directory")
         eng = cls._from_snapshot(data, clock=clock, native=native)
         if (root / "journal").is_dir():
             eng._replay_all(read_records(root / "journal", after_lsn=eng._lsn))
@@ -1881,18 +1889,27 @@ class Engine(SellingSide, BatchRouting):
         """
         from .journal import FSYNC_POLICIES, Journal, read_records
 
-        if fsync not in FSYNC_POLICIES:
-            raise errors.InvalidArgument(f"fsync must be one of {', '.join(FSYNC_POLICIES)}", field="fsync")
-        root = Path(directory)
+        root = validate.path(directory, "directory")
+        if network is not None:
+            validate.instance(network, Network, "network", "a pyomni.Network or None")
+        validate.choice(fsync, "fsync", FSYNC_POLICIES)
+        interval_ms = validate.number(interval_ms, "interval_ms", low=0.0, high=60_000.0, low_open=True)
+        segment_bytes = validate.integer(segment_bytes, "segment_bytes", low=1, high=_MAX_SEGMENT_BYTES)
+        validate.callable_(clock, "clock")
+        native = validate.optional_flag(native, "native")
+        unknown = sorted(str(k) for k in options if k not in _ENGINE_OPTIONS)
+        if unknown:
+            raise errors.InvalidArgument(f"unknown engine options {shown(unknown)} (the options are "
+                                         f"{', '.join(_ENGINE_OPTIONS)})", field="options")
         start = time.perf_counter()
         data = snapshot.latest(root / "snapshots")
         if data is None:
             if any(read_records(root / "journal", after_lsn=0)) if (root / "journal").is_dir() else False:
-                raise errors.JournalCorrupt(f"{str(root / 'journal')!r} holds records but there is no snapshot to "
-                                            "replay them onto")
+                raise errors.JournalCorrupt(f"{shown(str(root / 'journal'), _PATH_SHOWN)} holds records but there "
+                                            "is no snapshot to replay them onto")
             if network is None:
-                raise errors.NotFound(f"no engine state in {str(directory)!r}; pass a network to start one",
-                                      field="directory")
+                raise errors.NotFound(f"no engine state in {shown(str(root), _PATH_SHOWN)}; pass a network to "
+                                      "start one", field="directory")
             eng = cls(network, clock=clock, native=native, **options)
             with eng._lock:
                 data0 = eng._capture()
@@ -2031,7 +2048,7 @@ def _normalise_plan(shipments: Any) -> tuple[tuple[Any, tuple[tuple[Any, int], .
                 line = (line.sku, line.qty)
             if isinstance(line, (str, bytes)) or not isinstance(line, Sequence) or len(line) != 2:
                 raise errors.InvalidArgument("a line is (sku, qty)", field=f"shipments[{k}].lines[{j}]")
-            out.append((line[0], _check_qty(line[1], f"shipments[{k}].lines[{j}].qty")))
+            out.append((line[0], validate.quantity(line[1], f"shipments[{k}].lines[{j}].qty")))
         if not out:
             raise errors.InvalidArgument("a shipment needs at least one line", field=f"shipments[{k}].lines")
         plan.append((location, tuple(out)))

@@ -52,7 +52,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from . import errors
+from . import errors, validate
+from .validate import shown
 
 __all__ = ["ChannelFeed", "Deltas"]
 
@@ -87,10 +88,11 @@ class ChannelFeed:
 
     def __init__(self, engine: Any, channel: str | None, *, scope: str = "network", interval_ms: float = 20.0,
                  keep: int = 1_000_000, start: bool = True) -> None:
-        if scope not in SCOPES:
-            raise errors.InvalidArgument(f"scope must be one of {SCOPES}", field="scope")
-        if not isinstance(interval_ms, (int, float)) or not 0 < interval_ms <= 60_000:
-            raise errors.InvalidArgument("interval_ms must be in (0, 60000]", field="interval_ms")
+        channel = validate.optional_identifier(channel, "channel")
+        scope = validate.choice(scope, "scope", SCOPES)
+        interval_ms = validate.number(interval_ms, "interval_ms", low=0.0, high=60_000.0, low_open=True)
+        keep = validate.integer(keep, "keep", low=1, high=1 << 40)
+        start = validate.flag(start, "start")
         self.channel = channel
         self.scope = scope
         self.interval = float(interval_ms) / 1000.0
@@ -239,11 +241,13 @@ class ChannelFeed:
         """Write :meth:`table` as a Parquet file (the first sync of a connector); returns the sequence it is as of."""
         import pyarrow.parquet as pq
 
+        target = validate.path(path, "path")
         table, seq = self._table_at()
         try:
-            pq.write_table(table, str(path))
-        except OSError as exc:
-            raise errors.StorageFailed(f"cannot write {str(path)!r}: {exc}") from None
+            pq.write_table(table, str(target))
+        except OSError as exc:      # no such directory, no permission, disk full: the caller's path
+            raise errors.InvalidArgument(f"cannot write {shown(str(target), 200)}: {str(exc)[:200]}",
+                                         field="path") from None
         return seq
 
     def follow(self, epoch: str | None = None, after: int = 0, *, timeout: float | None = None) -> Iterator[Deltas]:
@@ -252,6 +256,10 @@ class ChannelFeed:
 
         Stops when the feed closes, or after ``timeout`` seconds without news.
         """
+        if epoch is not None:
+            validate.instance(epoch, str, "epoch", "a feed epoch (a string) or None")
+        after = validate.integer(after, "after", low=-(2**63), high=2**63 - 1)
+        timeout = validate.timeout(timeout)
         resume = epoch == self.epoch and after >= 0
         with self._cond:
             oldest = self._runs[0].first_sequence if self._runs else self._seq + 1

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from . import errors
+from . import errors, validate
 from .model import MAX_QTY, ReservationState
 
 __all__ = [
@@ -126,18 +126,19 @@ class SaleState(enum.IntEnum):
 
 
 def _finite(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise errors.InvalidArgument(f"{name} must be a finite number", field=name)
-    return float(value)
+    return validate.number(value, name)
 
 
 def _count(value: Any, name: str, low: int) -> int:
-    if type(value) is not int and not isinstance(value, np.integer):
-        raise errors.InvalidArgument(f"{name} must be an int >= {low}", field=name)
-    value = int(value)
+    value = validate.integer(value, name)
     if not low <= value <= MAX_QTY:
-        raise errors.InvalidQuantity(f"{name} must be in {low}..{MAX_QTY}, got {value}", field=name)
+        raise errors.InvalidQuantity(f"{name} must be in {low}..{MAX_QTY}, got {validate.shown(value)}", field=name)
     return value
+
+
+#: Most characters of a sale's id and of a customer's (claims).
+MAX_SALE_ID_CHARS = 128
+MAX_TITLE_CHARS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,42 +187,39 @@ class FlashSale:
     title: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id or len(self.id) > 128:
-            raise errors.InvalidArgument("id must be a non-empty string of at most 128 characters", field="id")
-        skus = tuple(self.skus) if isinstance(self.skus, (list, tuple)) else None
-        if not skus or not all(isinstance(s, str) and s for s in skus) or len(set(skus)) != len(skus):
-            raise errors.InvalidArgument("skus must be distinct non-empty strings, at least one", field="skus")
-        object.__setattr__(self, "skus", skus)
+        set_ = object.__setattr__
+        set_(self, "id", validate.identifier(self.id, "id", max_chars=MAX_SALE_ID_CHARS))
+        if not isinstance(self.skus, (list, tuple)):
+            raise errors.InvalidArgument(f"skus must be a list of SKU ids, got {validate.shown(self.skus)}",
+                                         field="skus")
+        skus = validate.identifiers(self.skus, "skus")
+        if not skus or len(set(skus)) != len(skus):
+            raise errors.InvalidArgument("skus must be distinct SKU ids, at least one", field="skus")
+        set_(self, "skus", skus)
         start, end = _finite(self.starts_at, "starts_at"), _finite(self.ends_at, "ends_at")
         if end <= start:
             raise errors.InvalidArgument("ends_at must be after starts_at", field="ends_at")
-        object.__setattr__(self, "starts_at", start)
-        object.__setattr__(self, "ends_at", end)
-        object.__setattr__(self, "quota", _count(self.quota, "quota", 1))
+        set_(self, "starts_at", start)
+        set_(self, "ends_at", end)
+        set_(self, "quota", _count(self.quota, "quota", 1))
         raw = self.stores.items() if isinstance(self.stores, Mapping) else self.stores
         if not isinstance(raw, (list, tuple, type({}.items()))):
-            raise errors.InvalidArgument("stores must be (location id, quota) pairs", field="stores")
+            raise errors.InvalidArgument(f"stores must be (location id, quota) pairs, got {validate.shown(raw)}",
+                                         field="stores")
         stores = []
         for i, pair in enumerate(raw):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str) or not pair[0]:
-                raise errors.InvalidArgument("stores must be (location id, quota) pairs", field=f"stores[{i}]")
-            stores.append((pair[0], _count(pair[1], f"stores[{i}].quota", 0)))
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise errors.InvalidArgument(f"stores must be (location id, quota) pairs, got {validate.shown(pair)}",
+                                             field=f"stores[{i}]")
+            stores.append((validate.identifier(pair[0], f"stores[{i}]"), _count(pair[1], f"stores[{i}].quota", 0)))
         if not stores or len({s for s, _ in stores}) != len(stores):
             raise errors.InvalidArgument("stores must name distinct locations, at least one", field="stores")
-        object.__setattr__(self, "stores", tuple(stores))
-        object.__setattr__(self, "customer_limit", _count(self.customer_limit, "customer_limit", 1))
-        window = _finite(self.pay_window, "pay_window")
-        if window <= 0:
-            raise errors.InvalidArgument("pay_window must be > 0 seconds", field="pay_window")
-        object.__setattr__(self, "pay_window", window)
-        if not isinstance(self.earmark, bool):
-            raise errors.InvalidArgument("earmark must be a bool", field="earmark")
-        max_km = _finite(self.max_km, "max_km")
-        if max_km < 0:
-            raise errors.InvalidArgument("max_km must be >= 0", field="max_km")
-        object.__setattr__(self, "max_km", max_km)
-        if not isinstance(self.title, str):
-            raise errors.InvalidArgument("title must be a string", field="title")
+        set_(self, "stores", tuple(stores))
+        set_(self, "customer_limit", _count(self.customer_limit, "customer_limit", 1))
+        set_(self, "pay_window", validate.number(self.pay_window, "pay_window", low=0.0, low_open=True))
+        set_(self, "earmark", validate.flag(self.earmark, "earmark"))
+        set_(self, "max_km", validate.number(self.max_km, "max_km", low=0.0))
+        set_(self, "title", validate.text(self.title, "title", max_chars=MAX_TITLE_CHARS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,11 +325,11 @@ def claim_id(number: int) -> str:
     return f"C{number:010d}"
 
 
-def claim_number(claim: Any) -> int:
+def claim_number(claim: Any, field: str = "claim_id") -> int:
     """The number in a claim id; raises :class:`~pyomni.errors.UnknownClaim` if it is not one."""
     if isinstance(claim, str) and len(claim) == 11 and claim[0] == "C" and claim[1:].isdigit():
         return int(claim[1:])
-    raise errors.UnknownClaim(f"no claim {claim!r}", field="claim_id")
+    raise errors.UnknownClaim(f"no claim {validate.shown(claim)}", field=field)
 
 
 def unit_vectors(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:

@@ -36,8 +36,9 @@ import pyarrow.csv as pacsv
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from . import errors
+from . import errors, validate
 from .network import Network
+from .validate import shown
 
 __all__ = ["STOCK_EVENT_KINDS", "STOCK_EVENT_SCHEMA", "read_stock_events", "read_locations"]
 
@@ -61,6 +62,7 @@ STOCK_EVENT_SCHEMA = pa.schema([
 ])
 
 _REQUIRED_EVENT_COLUMNS = ("location", "sku", "qty")
+_EVENT_COLUMNS = ("location", "sku", "event", "qty", "safety")
 # Ids stay text even when they look like numbers ("000123"); qty and safety are
 # inferred and cast afterwards so that a bad cell is reported like any other.
 _EVENT_CSV_COLUMN_TYPES = {"location": pa.string(), "sku": pa.string(), "event": pa.string()}
@@ -112,6 +114,9 @@ def read_stock_events(source: Any) -> pa.Table:
     for name in _REQUIRED_EVENT_COLUMNS:
         if name not in table.column_names:
             raise errors.InvalidArgument(f"the stock event table has no {name!r} column", field=name)
+    for name in _EVENT_COLUMNS:
+        if table.column_names.count(name) > 1:
+            raise errors.InvalidArgument(f"the stock event table has {name!r} more than once", field=name)
     n = table.num_rows
     location = _cast(table.column("location"), pa.string(), "location")
     sku = _cast(table.column("sku"), pa.string(), "sku")
@@ -178,12 +183,13 @@ def _read_table(source: Any, *, csv_column_types: Mapping[str, pa.DataType]) -> 
         try:
             return pa.Table.from_pandas(source, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise errors.InvalidArgument(f"cannot convert the DataFrame to Arrow: {exc}", field="source") from None
+            raise errors.InvalidArgument(f"cannot convert the DataFrame to Arrow: {str(exc)[:300]}",
+                                         field="source") from None
     if not isinstance(source, (str, os.PathLike)):
         raise errors.InvalidArgument(
             f"expected a pyarrow Table or RecordBatch, a pandas DataFrame or a file path, got {type(source).__name__}",
             field="source")
-    path = os.fspath(source)
+    path = str(validate.path(source, "source"))
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix == ".parquet":
@@ -194,9 +200,9 @@ def _read_table(source: Any, *, csv_column_types: Mapping[str, pa.DataType]) -> 
             options = pacsv.ConvertOptions(column_types=dict(csv_column_types))
             return pacsv.read_csv(path, convert_options=options)
     except (OSError, pa.ArrowException) as exc:     # missing, unreadable or malformed: the caller's input
-        raise errors.InvalidArgument(f"cannot read {path[:200]!r}: {str(exc)[:300]}", field="source") from None
-    raise errors.InvalidArgument(f"unsupported file type {suffix or path!r}: expected .parquet, .arrow, .feather, "
-                                 ".ipc or .csv", field="source")
+        raise errors.InvalidArgument(f"cannot read {shown(path, 200)}: {str(exc)[:300]}", field="source") from None
+    raise errors.InvalidArgument(f"unsupported file type {shown(suffix or path, 200)}: expected .parquet, .arrow, "
+                                 ".feather, .ipc or .csv", field="source")
 
 
 def _read_ipc(path: str) -> pa.Table:
@@ -215,8 +221,8 @@ def _cast(column: pa.ChunkedArray, to: pa.DataType, name: str) -> pa.ChunkedArra
     try:
         return column.cast(to)  # safe cast: 1.5 -> int64 or "abc" -> int64 raise instead of truncating
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise errors.InvalidArgument(f"column {name!r} of type {column.type} cannot be read as {to}: {exc}",
-                                     field=name) from None
+        raise errors.InvalidArgument(f"column {name!r} of type {str(column.type)[:100]} cannot be read as {to}: "
+                                     f"{str(exc)[:300]}", field=name) from None
 
 
 def _first_true(mask: pa.ChunkedArray) -> int:
@@ -251,6 +257,7 @@ def _normalise_event_kinds(event: pa.ChunkedArray) -> pa.ChunkedArray:
     if pc.any(unknown).as_py():
         row = _first_true(unknown)
         raise errors.InvalidArgument(
-            f"unknown stock event {event[row].as_py()!r} in row {row} (expected one of {', '.join(STOCK_EVENT_KINDS)})",
+            f"unknown stock event {shown(event[row].as_py())} in row {row} (expected one of "
+            f"{', '.join(STOCK_EVENT_KINDS)})",
             field=f"events[{row}].event")
     return event

@@ -16,12 +16,14 @@ Examples
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors
+import numpy as np
+
+from . import errors, validate
+from .validate import MAX_QTY
 
 __all__ = [
     "LocationKind",
@@ -49,8 +51,6 @@ __all__ = [
     "validate_point",
 ]
 
-#: Largest quantity one stock cell, event or order line may hold (fits int32 with headroom).
-MAX_QTY = 1_000_000_000
 #: Largest number of lines in one order.
 MAX_LINES = 64
 #: Largest number of locations one order may exclude explicitly (re-routes add more, without limit).
@@ -83,20 +83,29 @@ class Capability(enum.IntFlag):
         if isinstance(value, (int, Capability)) and not isinstance(value, bool):
             mask = int(value)
             if mask < 0 or mask > 7:
-                raise errors.InvalidArgument(f"capability mask {mask} out of range", field="capabilities")
+                raise errors.InvalidArgument(f"capability mask {validate.shown(mask)} out of range",
+                                             field="capabilities")
             return cls(mask)
-        if isinstance(value, bool):
-            raise errors.InvalidArgument(f"capabilities must not be a bool, got {value!r}", field="capabilities")
-        names = value.replace(",", "|").split("|") if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            names: Iterable[Any] = value.replace(",", "|").split("|")
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            names = value
+        else:
+            raise errors.InvalidArgument(f"capabilities must be a mask or capability names, got "
+                                         f"{validate.shown(value)}", field="capabilities")
         mask = cls.NONE
         for name in names:
-            name = str(name).strip().upper().replace("-", "_")
-            if not name:
+            if not isinstance(name, str):
+                raise errors.InvalidArgument(f"unknown capability {validate.shown(name)}", field="capabilities")
+            key = name.strip().upper().replace("-", "_")
+            if not key:
                 continue
-            try:
-                mask |= cls[name]
-            except KeyError:
-                raise errors.InvalidArgument(f"unknown capability {name!r}", field="capabilities") from None
+            found = cls.__members__.get(key)
+            if found is None:
+                raise errors.InvalidArgument(f"unknown capability {validate.shown(name)} (expected "
+                                             f"{', '.join(n.lower() for n in cls.__members__)})",
+                                             field="capabilities")
+            mask |= found
         return mask
 
 
@@ -126,31 +135,23 @@ class AllocationStatus(enum.IntEnum):
 
 
 def validate_point(point: object, field: str = "near") -> tuple[float, float]:
-    """Validate a ``(lat, lon)`` pair; raise :class:`~pyomni.errors.InvalidCoordinates` otherwise.
+    """Validate a ``(lat, lon)`` pair; raise :class:`~pyomni.errors.InvalidCoordinates` otherwise
+    (:func:`pyomni.validate.point`).
 
     >>> validate_point((31.2, 121.5))
     (31.2, 121.5)
     """
-    if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or len(point) != 2:
-        raise errors.InvalidCoordinates(f"{field} must be a (lat, lon) pair, got {point!r}", field=field)
-    return validate_lat_lon(point[0], point[1], field)
+    return validate.point(point, field)
 
 
 def validate_lat_lon(lat: float, lon: float, field: str = "destination") -> tuple[float, float]:
-    """Return ``(lat, lon)`` as floats or raise :class:`~pyomni.errors.InvalidCoordinates`.
+    """Return ``(lat, lon)`` as floats or raise :class:`~pyomni.errors.InvalidCoordinates`
+    (:func:`pyomni.validate.lat_lon`).
 
     >>> validate_lat_lon(31.2, 121.5)
     (31.2, 121.5)
     """
-    try:
-        lat_f, lon_f = float(lat), float(lon)
-    except (TypeError, ValueError):
-        raise errors.InvalidCoordinates(f"coordinates must be numbers, got {lat!r}, {lon!r}", field=field) from None
-    if not (math.isfinite(lat_f) and math.isfinite(lon_f)):
-        raise errors.InvalidCoordinates(f"coordinates must be finite, got {lat_f}, {lon_f}", field=field)
-    if not (-90.0 <= lat_f <= 90.0 and -180.0 <= lon_f <= 180.0):
-        raise errors.InvalidCoordinates(f"coordinates out of range: {lat_f}, {lon_f}", field=field)
-    return lat_f, lon_f
+    return validate.lat_lon(lat, lon, field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,17 +203,20 @@ class Line:
 
 
 def _as_line(obj: Line | tuple[str, int] | Mapping[str, object], i: int) -> Line:
-    if isinstance(obj, Line):
+    if type(obj) is Line:
         return obj
     if isinstance(obj, Mapping):
         if "sku" not in obj or "qty" not in obj:
-            raise errors.InvalidOrder(f"line {i} needs 'sku' and 'qty', got {dict(obj)!r}", field=f"lines[{i}]")
+            raise errors.InvalidOrder(f"line {i} needs 'sku' and 'qty', got {validate.shown(obj)}",
+                                      field=f"lines[{i}]")
         return Line(obj["sku"], obj["qty"])  # type: ignore[arg-type]
-    try:
-        sku, qty = obj  # type: ignore[misc]
-    except (TypeError, ValueError):
-        raise errors.InvalidOrder(f"line {i} must be Line(sku, qty) or (sku, qty), got {obj!r}",
-                                  field=f"lines[{i}]") from None
+    if isinstance(obj, Line):
+        return Line(obj.sku, obj.qty)
+    # a two-character string would unpack into a SKU and a quantity: a line is never text
+    if isinstance(obj, (str, bytes)) or not isinstance(obj, (Sequence, np.ndarray)) or len(obj) != 2:
+        raise errors.InvalidOrder(f"line {i} must be Line(sku, qty) or (sku, qty), got {validate.shown(obj)}",
+                                  field=f"lines[{i}]")
+    sku, qty = obj
     return Line(sku, qty)
 
 
@@ -260,33 +264,30 @@ class Order:
         # Normalise cheap-to-fix shapes so that orders compare and hash by value
         # (idempotent retries compare the order they carry).
         lines = self.lines
-        if not isinstance(lines, tuple) or not all(type(x) is Line for x in lines):
-            if isinstance(lines, (str, bytes)) or not isinstance(lines, Sequence) and not hasattr(lines, "__iter__"):
-                raise errors.InvalidOrder("lines must be a sequence of Line", field="lines")
-            object.__setattr__(self, "lines", tuple(_as_line(x, i) for i, x in enumerate(lines)))
-        if self.destination is not None and not isinstance(self.destination, tuple):
-            try:
-                object.__setattr__(self, "destination", tuple(self.destination))
-            except TypeError:
-                raise errors.InvalidCoordinates("destination must be (lat, lon)", field="destination") from None
-        if not isinstance(self.excluded_locations, tuple):
-            if isinstance(self.excluded_locations, str):
-                object.__setattr__(self, "excluded_locations", (self.excluded_locations,))
+        if type(lines) is not tuple or not all(type(x) is Line for x in lines):
+            given = validate.sequence(lines, "lines", error=errors.InvalidOrder, what="a sequence of Line")
+            object.__setattr__(self, "lines", tuple(_as_line(x, i) for i, x in enumerate(given)))
+        if self.destination is not None and type(self.destination) is not tuple:
+            if isinstance(self.destination, (str, bytes)) or not isinstance(self.destination,
+                                                                            (Sequence, np.ndarray)):
+                raise errors.InvalidCoordinates(f"destination must be (lat, lon), got "
+                                                f"{validate.shown(self.destination)}", field="destination")
+            object.__setattr__(self, "destination", tuple(self.destination))
+        excluded = self.excluded_locations
+        if type(excluded) is not tuple:
+            if isinstance(excluded, str):
+                object.__setattr__(self, "excluded_locations", (excluded,))
             else:
-                try:
-                    object.__setattr__(self, "excluded_locations", tuple(self.excluded_locations))
-                except TypeError:
-                    raise errors.InvalidOrder("excluded_locations must be a sequence of location ids",
-                                              field="excluded_locations") from None
+                ids = validate.sequence(excluded, "excluded_locations", error=errors.InvalidOrder,
+                                        what="a sequence of location ids")
+                object.__setattr__(self, "excluded_locations", tuple(ids))
         if self.fulfilment is None:
             object.__setattr__(self, "fulfilment",
                                Fulfilment.PICKUP if self.pickup_location is not None else Fulfilment.DELIVERY)
-        elif not isinstance(self.fulfilment, Fulfilment):
-            try:
-                object.__setattr__(self, "fulfilment", Fulfilment(self.fulfilment) if isinstance(self.fulfilment, int)
-                                   else Fulfilment[str(self.fulfilment).upper()])
-            except (KeyError, ValueError):
-                raise errors.InvalidOrder(f"unknown fulfilment {self.fulfilment!r}", field="fulfilment") from None
+        elif type(self.fulfilment) is not Fulfilment:
+            object.__setattr__(self, "fulfilment", validate.member(self.fulfilment, "fulfilment", Fulfilment,
+                                                                   by_name=True, by_value=True,
+                                                                   error=errors.InvalidOrder))
 
 
 @dataclass(frozen=True, slots=True)

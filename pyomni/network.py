@@ -42,8 +42,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import errors
+from . import errors, validate
 from .model import Capability, Location, LocationKind
+from .validate import shown
 
 __all__ = ["Network", "LOCATION_SCHEMA"]
 
@@ -108,7 +109,7 @@ def _is_integer(value: object) -> bool:
 
 
 def _describe(value: object) -> str:
-    return "missing" if value is None else "empty" if value == "" else f"{value!r}"
+    return "missing" if value is None else "empty" if isinstance(value, str) and not value else shown(value)
 
 
 def _numeric_array(values: Sequence[Any] | np.ndarray, column: str, error: type[errors.InvalidArgument]) -> np.ndarray:
@@ -178,7 +179,26 @@ def _text_column(values, column: str, *, allow_empty: bool) -> tuple[str, ...]:
             expected = "a string" if allow_empty else "a non-empty string"
             raise errors.InvalidArgument(f"{column} of location {i} must be {expected}, got {_describe(value)}",
                                          field=_row(i, column))
-    return tuple(map(str, texts))  # plain str, not subclasses such as numpy.str_
+    out = tuple(map(str, texts))  # plain str, not subclasses such as numpy.str_
+    _check_texts(out, lambda i: _row(i, column), identifiers=not allow_empty)
+    return out
+
+
+def _check_texts(texts: tuple[str, ...], field_of: Callable[[int], str], *, identifiers: bool) -> None:
+    """Ids as :func:`pyomni.validate.identifier` wants them, other text as :func:`pyomni.validate.text` does.
+
+    One look at all of them joined (C speed), and a row-by-row search only when that finds something.
+    """
+    if not texts:
+        return
+    limit = validate.MAX_ID_CHARS if identifiers else validate.MAX_TEXT_CHARS
+    joined = "".join(texts)
+    clean = joined.isascii() and (joined.isprintable() or not identifiers)
+    if clean and max(map(len, texts)) <= limit:
+        return
+    check = validate.identifier if identifiers else validate.text
+    for i, text in enumerate(texts):
+        check(text, field_of(i), max_chars=limit)
 
 
 def _parse_kind(value: object, field: str) -> int:
@@ -238,7 +258,8 @@ def _id_index(ids: tuple[str, ...]) -> dict[str, int]:
         seen: set[str] = set()
         for i, location_id in enumerate(ids):
             if location_id in seen:
-                raise errors.DuplicateId(f"location id {location_id!r} appears more than once", field=_row(i, "id"))
+                raise errors.DuplicateId(f"location id {shown(location_id)} appears more than once",
+                                         field=_row(i, "id"))
             seen.add(location_id)
     return index
 
@@ -251,7 +272,8 @@ def _sku_catalogue(skus: Iterable[str]) -> tuple[str, ...]:
         skus = skus.tolist()
     elif isinstance(skus, (pa.Array, pa.ChunkedArray)):
         skus = skus.to_pylist()
-    catalogue = skus if isinstance(skus, tuple) else tuple(skus)
+    catalogue = skus if isinstance(skus, tuple) else tuple(validate.sequence(skus, "skus",
+                                                                             what="a collection of SKU ids"))
     if not all(type(sku) is str for sku in catalogue):
         for i, sku in enumerate(catalogue):
             if not isinstance(sku, str):
@@ -260,11 +282,12 @@ def _sku_catalogue(skus: Iterable[str]) -> tuple[str, ...]:
     if "" in catalogue:
         i = catalogue.index("")
         raise errors.InvalidArgument(f"SKU id {i} is empty", field=f"skus[{i}]")
+    _check_texts(catalogue, lambda i: f"skus[{i}]", identifiers=True)
     if len(set(catalogue)) != len(catalogue):
         seen: set[str] = set()
         for i, sku in enumerate(catalogue):
             if sku in seen:
-                raise errors.DuplicateId(f"SKU id {sku!r} appears more than once", field=f"skus[{i}]")
+                raise errors.DuplicateId(f"SKU id {shown(sku)} appears more than once", field=f"skus[{i}]")
             seen.add(sku)
     return catalogue
 
@@ -401,10 +424,11 @@ class Network:
         >>> Network.from_locations([Location("BJ-1", LocationKind.STORE, 39.9, 116.4)]).ids
         ('BJ-1',)
         """
-        locations = list(locations)
+        locations = list(validate.sequence(locations, "locations", what="a sequence of Location"))
         for i, location in enumerate(locations):
             if not isinstance(location, Location):
-                raise errors.InvalidArgument(f"location {i} is not a Location: {location!r}", field=f"locations[{i}]")
+                raise errors.InvalidArgument(f"location {i} is not a Location: {shown(location)}",
+                                             field=f"locations[{i}]")
         columns = {name: [getattr(location, name) for location in locations] for name in _COLUMNS}
         return cls._build(columns, skus)
 
@@ -422,11 +446,11 @@ class Network:
         >>> net.location("GZ-1").capabilities
         <Capability.SHIP: 1>
         """
-        records = list(records)
+        records = list(validate.sequence(records, "locations", what="a sequence of mappings"))
         columns: dict[str, list[Any]] = {}
         for i, record in enumerate(records):
             if not isinstance(record, Mapping):
-                raise errors.InvalidArgument(f"location {i} is not a mapping: {record!r}", field=f"locations[{i}]")
+                raise errors.InvalidArgument(f"location {i} is not a mapping: {shown(record)}", field=f"locations[{i}]")
         for name in _COLUMNS:
             values = [record.get(name) for record in records]
             if name in _DEFAULTS:
@@ -465,7 +489,7 @@ class Network:
         for name in _COLUMNS:
             if name not in table.column_names:
                 if name in _REQUIRED:
-                    raise errors.InvalidArgument(f"the location table has no {name!r} column", field=name)
+                    raise errors.InvalidArgument(f"the location table has no {shown(name)} column", field=name)
                 columns[name] = [_DEFAULTS[name]] * table.num_rows
                 continue
             column = table.column(name)
@@ -494,7 +518,8 @@ class Network:
         try:
             table = pq.read_table(path)
         except pa.ArrowInvalid as exc:
-            raise errors.InvalidArgument(f"cannot read {os.fspath(path)!r} as Parquet: {exc}", field="path") from None
+            raise errors.InvalidArgument(f"cannot read {shown(os.fspath(path))} as Parquet: {exc}",
+                                         field="path") from None
         return cls.from_arrow(table, skus)
 
     @classmethod
@@ -516,7 +541,8 @@ class Network:
         try:
             table = pacsv.read_csv(path, convert_options=options)
         except pa.ArrowInvalid as exc:
-            raise errors.InvalidArgument(f"cannot read {os.fspath(path)!r} as CSV: {exc}", field="path") from None
+            raise errors.InvalidArgument(f"cannot read {shown(os.fspath(path))} as CSV: {exc}",
+                                         field="path") from None
         return cls.from_arrow(table, skus)
 
     def with_skus(self, skus: Iterable[str]) -> Network:
@@ -578,7 +604,7 @@ class Network:
         """
         index = self._index.get(location_id) if isinstance(location_id, str) else None
         if index is None:
-            raise errors.UnknownLocation(f"no location {location_id!r} in the network", field="location")
+            raise errors.UnknownLocation(f"no location {shown(location_id)} in the network", field="location")
         return index
 
     def location(self, id_or_index: str | int) -> Location:
@@ -602,7 +628,8 @@ class Network:
             if not 0 <= i < len(self):
                 raise errors.UnknownLocation(f"location index {i} outside 0..{len(self) - 1}", field="location")
         else:
-            raise errors.UnknownLocation(f"expected a location id or index, got {id_or_index!r}", field="location")
+            raise errors.UnknownLocation(f"expected a location id or index, got {shown(id_or_index)}",
+                                         field="location")
         columns = [getattr(self, name) for name in _ATTRIBUTES]
         return _location_from_row([column[i] if isinstance(column, tuple) else column[i].item() for column in columns])
 

@@ -23,11 +23,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from . import errors
+from . import errors, validate
+from .validate import MAX_QTY
 
 __all__ = ["RoutingPolicy", "DEFAULT_POLICY", "ChannelRule"]
 
 _MAX_SHIPMENTS = 16
+_MAX_NAME_CHARS = 128
+_MAX_VERSION = 2**31 - 1
+
+
+def _plain(given: object, checked: float) -> float | int:
+    """A checked number as it was given if that is a plain int or float, else as a float (NumPy scalars would
+    not compare equal after a journal round trip)."""
+    return given if type(given) is int or type(given) is float else checked  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +81,19 @@ class RoutingPolicy:
     _native: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "@" in self.name:
-            raise errors.InvalidArgument("policy name must be a non-empty string without '@'", field="name")
-        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
-            raise errors.InvalidArgument("policy version must be an int >= 1", field="version")
+        set_ = object.__setattr__
+        name = validate.identifier(self.name, "name", max_chars=_MAX_NAME_CHARS)
+        if "@" in name:
+            raise errors.InvalidArgument(f"policy name must not contain '@', got {validate.shown(name)}", field="name")
+        set_(self, "name", name)
+        set_(self, "version", validate.integer(self.version, "version", low=1, high=_MAX_VERSION))
         for f in ("cost_per_km", "split_penalty", "low_stock_weight", "load_weight", "priority_weight"):
-            v = getattr(self, f)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise errors.InvalidArgument(f"{f} must be a finite number >= 0, got {v!r}", field=f)
-        if not isinstance(self.circuity, (int, float)) or not math.isfinite(self.circuity) or self.circuity < 1:
-            raise errors.InvalidArgument("circuity must be finite and >= 1", field="circuity")
+            set_(self, f, _plain(getattr(self, f), validate.number(getattr(self, f), f, low=0.0)))
+        set_(self, "circuity", _plain(self.circuity, validate.number(self.circuity, "circuity", low=1.0)))
         for f in ("max_distance_km", "same_day_max_km"):
             v = getattr(self, f)
-            if not isinstance(v, (int, float)) or math.isnan(v) or v <= 0:
-                raise errors.InvalidArgument(f"{f} must be > 0", field=f)
-        if (not isinstance(self.max_splits, int) or isinstance(self.max_splits, bool)
-                or not 1 <= self.max_splits <= _MAX_SHIPMENTS):
-            raise errors.InvalidArgument(f"max_splits must be 1..{_MAX_SHIPMENTS}", field="max_splits")
+            set_(self, f, _plain(v, validate.number(v, f, low=0.0, low_open=True, allow_inf=True)))
+        set_(self, "max_splits", validate.integer(self.max_splits, "max_splits", low=1, high=_MAX_SHIPMENTS))
 
     @property
     def key(self) -> str:
@@ -122,10 +127,9 @@ class ChannelRule:
     buffer: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.share, (int, float)) or not (0 < self.share <= 1):
-            raise errors.InvalidArgument("share must be in (0, 1]", field="share")
-        if not isinstance(self.buffer, int) or isinstance(self.buffer, bool) or self.buffer < 0:
-            raise errors.InvalidArgument("buffer must be an int >= 0", field="buffer")
+        share = validate.number(self.share, "share", low=0.0, high=1.0, low_open=True)
+        object.__setattr__(self, "share", _plain(self.share, share))
+        object.__setattr__(self, "buffer", validate.integer(self.buffer, "buffer", low=0, high=MAX_QTY))
 
     def limit(self, network_available: int) -> int:
         """Units the channel may sell given the network's available-to-sell."""

@@ -32,17 +32,17 @@ from __future__ import annotations
 
 import functools
 import heapq
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import errors
+from . import errors, validate
 from ._core import MAX_LINES, check_status
 from .commands import HeldBatch, RouteBatch, RouteOrder
 from .model import MAX_QTY, Allocation, AllocationStatus, Capability, Explanation, Line, Order, ShortLine
 from .policy import RoutingPolicy
+from .validate import MAX_ID_CHARS, shown
 
 __all__ = ["BatchRouting", "RouteResults"]
 
@@ -143,6 +143,7 @@ class BatchRouting:
     _log: Callable[..., int]
     _wait: Callable[[int], None]
     _remember: Callable[..., None]
+    _settle: Callable[..., None]
     _policy_ref: Callable[..., Any]
     _resolve_policy: Callable[[Any], RoutingPolicy]
     _native_policy: Callable[[RoutingPolicy], Any]
@@ -175,23 +176,37 @@ class BatchRouting:
         >>> r.get(0).reservation_id, r.get(1).status.name
         ('R0000000001', 'UNFULFILLABLE')
         """
+        order_ids = validate.sequence(order_ids, "order_ids", what="a sequence of order ids")
+        skus = validate.sequence(skus, "skus", what="a sequence of SKU ids")
         n = len(order_ids)
         counts = self._column(line_counts, n, "line_counts", np.int64)
+        # a negative count, or one beyond the lines there are, leaves no way to tell which line is whose
+        if n and (int(counts.min()) < 0 or int(counts.max()) > len(skus)):
+            raise errors.InvalidArgument(f"line_counts must be in 0..{len(skus)} (the lines given)",
+                                         field="line_counts")
         n_lines = int(counts.sum()) if n else 0
         if len(skus) != n_lines:
             raise errors.InvalidArgument(f"skus needs {n_lines} entries (the sum of line_counts)", field="skus")
         qty = self._column(qtys, n_lines, "qtys", np.int64)
         la = self._column(lat, n, "lat", np.float64)
         lo = self._column(lon, n, "lon", np.float64)
-        chans = [channels] * n if isinstance(channels, str) else list(channels)
+        chans = [channels] * n if isinstance(channels, str) else list(
+            validate.sequence(channels, "channels", what="a channel or a sequence of them"))
         if len(chans) != n:
             raise errors.InvalidArgument("channels must be one channel or one per order", field="channels")
-        if request_ids is not None and len(request_ids) != n:
-            raise errors.InvalidArgument("request_ids must have one entry per order", field="request_ids")
-        if ttl is not None and (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)
-                                or not math.isfinite(ttl) or ttl <= 0):
-            raise errors.InvalidArgument("ttl must be a positive number of seconds", field="ttl")
-        if not self._native or any(c in self._channels or c in self._feed_shown for c in set(chans)):
+        if request_ids is not None:
+            request_ids = validate.sequence(request_ids, "request_ids", what="a sequence of request ids")
+            if len(request_ids) != n:
+                raise errors.InvalidArgument("request_ids must have one entry per order", field="request_ids")
+        if ttl is not None:
+            ttl = validate.seconds(ttl, "ttl")
+        if policy is not None and not isinstance(policy, (str, RoutingPolicy)):
+            raise errors.UnknownPolicy(f"no routing policy {shown(policy)}", field="policy")
+        try:
+            distinct = set(chans)
+        except TypeError:                       # an unhashable channel: its row is refused below
+            distinct = {c for c in chans if type(c) is str}
+        if not self._native or any(c in self._channels or c in self._feed_shown for c in distinct):
             return self._route_columns_generally(order_ids, counts, skus, qty, la, lo, chans, request_ids,
                                                  policy, ttl)
         with self._lock:
@@ -208,7 +223,7 @@ class BatchRouting:
             if n and arr.dtype.kind not in ("iu" if dtype is np.int64 else "iuf"):
                 raise TypeError
             arr = arr.astype(dtype, copy=False).reshape(n)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise errors.InvalidArgument(f"{name} must be {n} numbers", field=name) from None
         return arr
 
@@ -284,7 +299,7 @@ class BatchRouting:
         line_order = np.repeat(np.arange(n), counts) if n else np.zeros(0, dtype=np.int64)
         for k in np.flatnonzero(sku < 0).tolist():
             i = int(line_order[k])
-            bad.setdefault(i, errors.UnknownSku(f"unknown SKU {skus[k]!r}", field=f"lines[{k - off[i]}].sku"))
+            bad.setdefault(i, errors.UnknownSku(f"unknown SKU {shown(skus[k])}", field=f"lines[{k - off[i]}].sku"))
         for k in np.flatnonzero((qty < 1) | (qty > MAX_QTY)).tolist():
             i = int(line_order[k])
             bad.setdefault(i, errors.InvalidQuantity(f"qty must be in 1..{MAX_QTY}", field=f"lines[{k - off[i]}].qty"))
@@ -299,13 +314,27 @@ class BatchRouting:
             if len(set(sku[a:b].tolist())) != b - a:
                 bad.setdefault(i, errors.InvalidOrder("order repeats a SKU; merge its lines", field="lines"))
         live, seen = self._live_orders, set()
-        for i, oid in enumerate(order_ids):
-            if not isinstance(oid, str) or not oid:
-                bad.setdefault(i, errors.InvalidOrder("order id must be a non-empty string", field="id"))
-            elif not isinstance(chans[i], str) or not chans[i]:
-                bad.setdefault(i, errors.InvalidOrder("channel must be a non-empty string", field="channel"))
+        rows_ok = validate.are_identifiers(order_ids) and validate.are_identifiers(chans)     # one look, usually
+        for i, oid in enumerate(order_ids if not rows_ok else ()):
+            if not validate.is_identifier(oid):
+                bad.setdefault(i, errors.InvalidOrder(f"order id must be an id (non-empty text of at most "
+                                                      f"{MAX_ID_CHARS} characters), got {shown(oid)}", field="id"))
+            elif not validate.is_identifier(chans[i]):
+                bad.setdefault(i, errors.InvalidOrder(f"channel must be an id, got {shown(chans[i])}",
+                                                      field="channel"))
         # -- retries: answered from the window, like route_order ---------------------------------
-        rids: list[str | None] = [None] * n if request_ids is None else [r or None for r in request_ids]
+        rids: list[str | None] = [None] * n
+        if request_ids is not None and validate.are_identifiers(request_ids, skip_empty=True):
+            rids = [r or None for r in request_ids]
+        elif request_ids is not None:
+            for i, r in enumerate(request_ids):
+                if r is None or (type(r) is str and not r):
+                    continue
+                if validate.is_identifier(r):
+                    rids[i] = r
+                else:
+                    bad.setdefault(i, errors.InvalidArgument(f"request_id must be an id, got {shown(r)}",
+                                                             field="request_id"))
         wait = self._lsn
         if request_ids is not None:
             requests = self._requests
@@ -318,8 +347,8 @@ class BatchRouting:
                     if isinstance(o, errors.PyomniError):
                         bad[i] = o
                     elif prior.command != RouteOrder(o, pol_ref, ttl):
-                        bad[i] = errors.RequestIdReused(f"request id {rids[i]!r} was used for a different request",
-                                                        field="request_id")
+                        bad[i] = errors.RequestIdReused(f"request id {shown(rids[i])} was used for a different "
+                                                        "request", field="request_id")
                     else:
                         a = prior.value()
                         res._answers[i] = a
@@ -331,7 +360,7 @@ class BatchRouting:
                 if r is None or i in bad or i in res._answers:
                     continue
                 if r in first_of:
-                    bad[i] = errors.RequestIdReused(f"request id {r!r} appears twice in the batch",
+                    bad[i] = errors.RequestIdReused(f"request id {shown(r)} appears twice in the batch",
                                                     field="request_id")
                 else:
                     first_of[r] = i
@@ -339,9 +368,10 @@ class BatchRouting:
             if i in bad or i in res._answers:
                 continue
             if oid in live:
-                bad[i] = errors.DuplicateId(f"order {oid!r} already has reservation {live[oid]!r}", field="id")
+                bad[i] = errors.DuplicateId(f"order {shown(oid)} already has reservation {shown(live[oid])}",
+                                            field="id")
             elif oid in seen:
-                bad[i] = errors.DuplicateId(f"order {oid!r} appears twice in the batch", field="id")
+                bad[i] = errors.DuplicateId(f"order {shown(oid)} appears twice in the batch", field="id")
             else:
                 seen.add(oid)
         todo = np.array([i for i in range(n) if i not in bad and i not in res._answers], dtype=np.int64)
@@ -408,6 +438,7 @@ class BatchRouting:
             first = self._apply_route_batch(command, effect, now, None)
             lsn = self._log(now, None, command, effect)
             self._remember(None, command, None, lsn, now)
+            self._settle(command, now)
         # the columns of the answer: decided rows in row order (todo is increasing), others have no shipments
         res.status[todo] = np.where(status == 0, int(AllocationStatus.ALLOCATED), int(AllocationStatus.UNFULFILLABLE))
         held = todo[status == 0]

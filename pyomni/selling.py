@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import errors
+from . import errors, validate
 from ._core import check_status, claim_batch
 from .commands import ClaimBatch, Claimed, CreateSale, Earmark, EndClaim, EndSale, UpdateSale
 from .flash import (
@@ -50,11 +50,13 @@ from .flash import (
     unit_vectors,
 )
 from .model import MAX_QTY, ReservationState
+from .validate import MAX_ID_CHARS, shown
 
 __all__ = ["SellingSide"]
 
 _HELD, _CONFIRMED, _RELEASED, _EXPIRED = (int(s) for s in ReservationState)
-_NO_XYZ = np.zeros(3, dtype=np.float64)
+#: Most characters of a customer id in a claim.
+MAX_CUSTOMER_CHARS = 128
 
 
 class _ClaimTable:
@@ -230,7 +232,13 @@ class SellingSide:
         """
         if (store is None) == (near is None):
             raise errors.InvalidArgument("give exactly one of store and near", field="store")
-        results = self.claim_many(sale_id, [customer], sku, [qty], stores=None if store is None else [store],
+        qty = validate.quantity(qty, "qty")
+        if store is not None and not (isinstance(store, str) and store):
+            raise errors.UnknownLocation(f"no store {shown(store)}", field="store")
+        if near is not None:
+            near = validate.point(near, "near")
+        request_id = validate.request_id(request_id)
+        results = self.claim_many(sale_id, [customer], [sku], [qty], stores=None if store is None else [store],
                                   near=None if near is None else [near],
                                   request_ids=None if request_id is None else [request_id])
         answer = results.get(0)
@@ -259,6 +267,8 @@ class SellingSide:
         :meth:`wait_durable` with ``results.lsn`` before answering anybody (the
         server does, so that deciding the next batch overlaps this one's fsync).
         """
+        customers = validate.sequence(customers, "customers", what="a sequence of customer ids")
+        wait = validate.flag(wait, "wait")
         n = len(customers)
         cols = self._claim_columns(n, skus, qtys, stores, near, request_ids)
         with self._lock:
@@ -270,6 +280,7 @@ class SellingSide:
 
     def wait_durable(self, lsn: int) -> None:
         """Return once journal record ``lsn`` is durable (at once without a journal or for lsn 0)."""
+        lsn = validate.integer(lsn, "lsn", low=0, high=2**63 - 1)
         if lsn and self._journal is not None:
             self._wait(lsn)
 
@@ -289,12 +300,13 @@ class SellingSide:
     def claims(self, sale_id: str, *, state: ReservationState | None = None, after: str | None = None,
                limit: int = 1000) -> list[Claim]:
         """A sale's claims in claim order, ``limit`` at a time after claim id ``after``."""
-        if type(limit) is not int or limit < 1:
-            raise errors.InvalidArgument("limit must be an int >= 1", field="limit")
+        limit = validate.integer(limit, "limit", low=1)
+        if state is not None:
+            state = validate.member(state, "state", ReservationState)
         with self._lock:
             sale = self._sale_of(sale_id)
             t = self._claims
-            start = 0 if after is None else claim_number(after)
+            start = 0 if after is None else claim_number(after, "after")
             rows = np.flatnonzero(t.sale[start:t.n] == sale.number) + start
             if state is not None:
                 rows = rows[t.state[rows] == int(state)]
@@ -303,43 +315,51 @@ class SellingSide:
     # -- input checks (no lock, no state) --------------------------------------------------------
     @staticmethod
     def _claim_columns(n: int, skus: Any, qtys: Any, stores: Any, near: Any, request_ids: Any) -> tuple:
-        def column(values: Any, name: str) -> Any:
-            if values is not None and len(values) != n:
-                raise errors.InvalidArgument(f"{name} must have one entry per claim", field=name)
+        """The columns of a batch, checked as a whole: sequences of one entry per claim (a bad *entry* is that
+        claim's refusal, decided under the lock; a bad *column* refuses the batch)."""
+        def column(values: Any, name: str, what: str) -> Any:
+            values = validate.sequence(values, name, what=what)
+            if len(values) != n:
+                raise errors.InvalidArgument(f"{name} must have one entry per claim ({n}), got {len(values)}",
+                                             field=name)
             return values
 
         if isinstance(skus, str):
             skus = [skus] * n
-        column(skus, "skus")
+        skus = column(skus, "skus", "a SKU id or a sequence of them")
         if qtys is None:
             qty = np.ones(n, dtype=np.int64)
         else:
-            column(qtys, "qtys")
+            qtys = column(qtys, "qtys", "a sequence of quantities")
             try:
                 qty = np.asarray(qtys)
                 if n and qty.dtype.kind not in "iu":
                     raise TypeError
+                # an unsigned count beyond int64 wraps to a negative one: refused like any other
                 qty = qty.astype(np.int64, copy=False).reshape(n)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise errors.InvalidQuantity("qtys must be ints", field="qtys") from None
-        column(stores, "stores")
+        if stores is not None:
+            stores = column(stores, "stores", "a sequence of store ids (None or '' for the nearest)")
         lat = np.full(n, np.nan)
         lon = np.full(n, np.nan)
         if near is not None:
-            column(near, "near")
+            if not isinstance(near, np.ndarray):
+                near = column(near, "near", "a sequence of (lat, lon) pairs")
             try:
                 pts = np.asarray(near, dtype=np.float64).reshape(n, 2) if n else np.zeros((0, 2))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise errors.InvalidCoordinates("near must be (lat, lon) rows", field="near") from None
             lat, lon = pts[:, 0].copy(), pts[:, 1].copy()
-        column(request_ids, "request_ids")
+        if request_ids is not None:
+            request_ids = column(request_ids, "request_ids", "a sequence of request ids (None: not retryable)")
         return list(skus), qty, stores, lat, lon, request_ids
 
     # -- the claim path --------------------------------------------------------------------------
     def _sale_of(self, sale_id: Any) -> _Sale:
         sale = self._sales.get(sale_id) if isinstance(sale_id, str) else None
         if sale is None:
-            raise errors.UnknownSale(f"no flash sale {sale_id!r}", field="sale_id")
+            raise errors.UnknownSale(f"no flash sale {shown(sale_id)}", field="sale_id")
         return sale
 
     def _commit_claims(self, sale_id: str, customers: list[str], skus: list[str], qty: np.ndarray,
@@ -356,14 +376,28 @@ class SellingSide:
         bad_qty = (qty < 1) | (qty > MAX_QTY)
         status[bad_qty] = _ST_INVALID_QUANTITY
         sku_pos = sale.sku_pos
-        c_sku = np.fromiter((sku_pos.get(s, -1) for s in skus), dtype=np.int32, count=n)
+        try:
+            c_sku = np.fromiter((sku_pos.get(s, -1) for s in skus), dtype=np.int32, count=n)
+        except TypeError:               # an unhashable entry: not a SKU of the sale
+            c_sku = np.fromiter((sku_pos.get(s, -1) if type(s) is str else -1 for s in skus), dtype=np.int32,
+                                count=n)
         status[(c_sku < 0) & (status == 0)] = _ST_UNKNOWN_SKU
         c_store = np.full(n, -1, dtype=np.int32)
         if stores is not None:
             loc_index, store_pos = self._loc_index, sale.store_pos
-            named = np.fromiter((bool(s) for s in stores), dtype=bool, count=n)
-            c_store = np.fromiter((store_pos.get(loc_index.get(s, -1), -1) if s else -1 for s in stores),
-                                  dtype=np.int32, count=n)
+            # None or "" asks for the nearest store; anything else names one (which must be a known id)
+            try:
+                named = np.fromiter(map(bool, stores), dtype=bool, count=n)
+                c_store = np.fromiter((store_pos.get(loc_index.get(s, -1), -1) if s else -1 for s in stores),
+                                      dtype=np.int32, count=n)
+                if not named.all() and int(n - named.sum()) != stores.count(None) + stores.count(""):
+                    raise TypeError         # 0, False, () ...: not "the nearest", a store id that is not one
+            except (TypeError, ValueError, AttributeError):
+                # an entry unhashable, an array, or falsy but not None or "": judged one by one
+                named = np.fromiter((s is not None and not (type(s) is str and not s) for s in stores), dtype=bool,
+                                    count=n)
+                c_store = np.fromiter((store_pos.get(loc_index.get(s, -1), -1) if type(s) is str and s else -1
+                                       for s in stores), dtype=np.int32, count=n)
             status[named & (c_store < 0) & (status == 0)] = _ST_UNKNOWN_LOCATION
             lat[named] = np.nan
             lon[named] = np.nan
@@ -372,11 +406,12 @@ class SellingSide:
         pointed = ~named
         bad_point = pointed & ~((np.abs(lat) <= 90) & (np.abs(lon) <= 180))
         status[bad_point & (status == 0)] = _ST_INVALID_COORDINATES
-        for i, c in enumerate(customers):
-            if not isinstance(c, str) or not c or len(c) > 128:
-                if status[i] == 0:
-                    status[i] = _ST_INVALID_ARGUMENT
-                customers[i] = ""
+        if not validate.are_identifiers(customers, MAX_CUSTOMER_CHARS):
+            for i, c in enumerate(customers):
+                if not validate.is_identifier(c, MAX_CUSTOMER_CHARS):
+                    if status[i] == 0:
+                        status[i] = _ST_INVALID_ARGUMENT
+                    customers[i] = ""
         # retries: a request id answered before gives its claim again; first copies within the batch win
         claim_no = np.full(n, -1, dtype=np.int64)
         rids: list[str | None] = list(request_ids) if request_ids is not None else [None] * n
@@ -385,11 +420,13 @@ class SellingSide:
         if request_ids is not None:
             first_of: dict[str, int] = {}
             requests = self._requests
+            printable = validate.are_identifiers(rids, None, skip_empty=True)     # lengths: below, one by one
             for i, rid in enumerate(rids):
-                if rid is None or rid == "":
+                if rid is None or (type(rid) is str and not rid):
                     rids[i] = None
                     continue
-                if not isinstance(rid, str) or len(rid) > 256:
+                if type(rid) is not str or len(rid) > MAX_ID_CHARS or (
+                        not printable and not validate.is_identifier(rid, MAX_ID_CHARS)):
                     status[i] = _ST_INVALID_ARGUMENT
                     rids[i] = None
                     continue
@@ -414,7 +451,7 @@ class SellingSide:
         for i in copies:                    # copies are answered from their first, below
             todo = todo[todo != i]
         if len(todo) and not active:        # retries are answered whatever the clock says; new claims are not
-            raise errors.SaleNotActive(f"flash sale {sale_id!r} is {sale.state.name.lower()} (it runs from "
+            raise errors.SaleNotActive(f"flash sale {shown(sale_id)} is {sale.state.name.lower()} (it runs from "
                                        f"{spec.starts_at} to {spec.ends_at}; the engine's time is {now})",
                                        field="sale_id")
         out_store = np.full(n, -1, dtype=np.int32)
@@ -439,6 +476,7 @@ class SellingSide:
             first = self._apply_claims(command, effect, now, None)
             lsn = self._log(now, None, command, effect)
             self._remember(None, command, None, lsn, now)        # evicts by age; the claims remembered themselves
+            self._settle(command, now)
             claim_no[ok] = np.arange(first, first + len(ok))
         for i, j in copies.items():
             status[i], claim_no[i], out_store[i] = status[j], claim_no[j], out_store[j]
@@ -491,7 +529,7 @@ class SellingSide:
         slot, names, cust = sale.customer_slots(list(command.customers))
         st, claimed = self._claim_pass(sale, True, cust, slot, sku, store, np.zeros(3 * m), qty,
                                        np.zeros(m, dtype=np.uint8), np.zeros(m, dtype=np.int32))
-        check_status(st, f"a batch of {m} claims in sale {command.sale_id!r} does not apply")
+        check_status(st, f"a batch of {m} claims in sale {shown(command.sale_id)} does not apply")
         sale.claimed = claimed
         slots = sale.store_customers(names, cust)
         expires = now + sale.spec.pay_window
@@ -533,7 +571,7 @@ class SellingSide:
     def _claim_index(self, claim: Any) -> int:
         n = claim_number(claim)
         if not 1 <= n <= self._claims.n:
-            raise errors.UnknownClaim(f"no claim {claim!r}", field="claim_id")
+            raise errors.UnknownClaim(f"no claim {shown(claim)}", field="claim_id")
         return n - 1
 
     def _claim_row_first(self, number: int) -> Claim:
@@ -556,13 +594,13 @@ class SellingSide:
         for i, (store, _) in enumerate(spec.stores):
             k = self._loc_index.get(store)
             if k is None:
-                raise errors.UnknownLocation(f"unknown location {store!r}", field=f"stores[{i}]")
+                raise errors.UnknownLocation(f"unknown location {shown(store)}", field=f"stores[{i}]")
             loc[i] = k
         sku = np.empty(len(spec.skus), dtype=np.int32)
         for j, s in enumerate(spec.skus):
             k = self._sku_index.get(s)
             if k is None:
-                raise errors.UnknownSku(f"unknown SKU {s!r}", field=f"skus[{j}]")
+                raise errors.UnknownSku(f"unknown SKU {shown(s)}", field=f"skus[{j}]")
             sku[j] = k
         net = self._net
         xyz = unit_vectors(np.asarray(net.lat)[loc], np.asarray(net.lon)[loc])
@@ -585,7 +623,7 @@ class SellingSide:
     def _decide_create_sale(self, command: CreateSale, now: float) -> tuple[Any, Any]:
         spec = command.sale
         if spec.id in self._sales:
-            raise errors.DuplicateId(f"flash sale {spec.id!r} exists", field="sale.id")
+            raise errors.DuplicateId(f"flash sale {shown(spec.id)} exists", field="sale.id")
         if spec.ends_at <= now:
             raise errors.InvalidArgument(f"the sale's window ended at {spec.ends_at}; the engine's time is {now}",
                                          field="sale.ends_at")
@@ -619,7 +657,7 @@ class SellingSide:
             for k in np.flatnonzero(held).tolist():
                 c = self._ledger.cell_index(int(sale.loc[k // n_sku]), int(sale.sku[k % n_sku]))
                 check_status(self._ledger.change_holds(np.array([c], dtype=np.int64), held[k:k + 1].copy(), 0)
-                             if c >= 0 else 8, f"sale {sale.spec.id!r} cannot earmark its units")
+                             if c >= 0 else 8, f"sale {shown(sale.spec.id)} cannot earmark its units")
             sale.pool = held.copy()
 
     def _finish_sale(self, sale: _Sale) -> None:
@@ -628,7 +666,7 @@ class SellingSide:
             for k in np.flatnonzero(sale.pool).tolist():
                 c = self._ledger.cell_index(int(sale.loc[k // n_sku]), int(sale.sku[k % n_sku]))
                 check_status(self._ledger.change_holds(np.array([c], dtype=np.int64), sale.pool[k:k + 1].copy(), 1),
-                             f"sale {sale.spec.id!r} cannot give its earmark back")
+                             f"sale {shown(sale.spec.id)} cannot give its earmark back")
             sale.pool = np.zeros_like(sale.pool)
             sale.earmarked = False
         sale.state = SaleState.ENDED
@@ -638,7 +676,7 @@ class SellingSide:
         sale = self._sale_of(new.id)
         old = sale.spec
         if sale.state is SaleState.ENDED:
-            raise errors.FailedPrecondition(f"flash sale {new.id!r} has ended", field="sale.id")
+            raise errors.FailedPrecondition(f"flash sale {shown(new.id)} has ended", field="sale.id")
         if new.skus != old.skus:
             raise errors.InvalidArgument("a sale's SKUs cannot change", field="sale.skus")
         if new.earmark != old.earmark:
@@ -651,10 +689,10 @@ class SellingSide:
         quotas = dict(new.stores)
         for i, (store, _) in enumerate(old.stores):
             if store not in quotas:
-                raise errors.InvalidArgument(f"store {store!r} takes part and cannot be removed",
+                raise errors.InvalidArgument(f"store {shown(store)} takes part and cannot be removed",
                                              field="sale.stores")
             if quotas[store] < sale.store_claimed[i]:
-                raise errors.InvalidArgument(f"store {store!r} has {sale.store_claimed[i]} units claimed, more "
+                raise errors.InvalidArgument(f"store {shown(store)} has {sale.store_claimed[i]} units claimed, more "
                                              f"than the new quota {quotas[store]}", field="sale.stores")
         if new.customer_limit < max(sale.cust_claimed, default=0):
             raise errors.InvalidArgument(f"a customer holds {max(sale.cust_claimed)} units, more than the new "
@@ -703,7 +741,7 @@ class SellingSide:
     def _decide_end_sale(self, command: EndSale, now: float) -> tuple[Any, Any]:
         sale = self._sale_of(command.sale_id)
         if sale.state is SaleState.ENDED:
-            raise errors.FailedPrecondition(f"flash sale {command.sale_id!r} has already ended", field="sale_id")
+            raise errors.FailedPrecondition(f"flash sale {shown(command.sale_id)} has already ended", field="sale_id")
         return None, None
 
     def _apply_end_sale(self, command: EndSale, effect: None, now: float, request_id: str | None) -> SaleCounters:
@@ -869,21 +907,23 @@ class SellingSide:
             rows = np.flatnonzero(mine & live)
             claimed = int(t.qty[rows].sum())
             if claimed != sale.claimed or claimed > sale.spec.quota:
-                raise errors.InvariantViolation(f"sale {sale.spec.id!r}: claimed {sale.claimed}, claims add to "
+                raise errors.InvariantViolation(f"sale {shown(sale.spec.id)}: claimed {sale.claimed}, claims add to "
                                                 f"{claimed}, quota {sale.spec.quota}")
             per_store = np.bincount(t.store[rows], weights=t.qty[rows], minlength=len(sale.loc))
             if not np.array_equal(per_store.astype(np.int64), sale.store_claimed.astype(np.int64)) or \
                     (sale.store_claimed > sale.store_quota).any():
-                raise errors.InvariantViolation(f"sale {sale.spec.id!r}: store counters do not match its claims")
+                raise errors.InvariantViolation(f"sale {shown(sale.spec.id)}: store counters do not match its claims")
             per_cust = np.bincount(t.customer[rows], weights=t.qty[rows], minlength=len(sale.cust_claimed))
             if not np.array_equal(per_cust.astype(np.int64), np.array(sale.cust_claimed, dtype=np.int64)) or \
                     (per_cust > sale.spec.customer_limit).any():
-                raise errors.InvariantViolation(f"sale {sale.spec.id!r}: customer counters do not match its claims")
+                raise errors.InvariantViolation(f"sale {shown(sale.spec.id)}: customer counters do not match its "
+                                                "claims")
             if (sale.pool < 0).any() or (sale.pool.any() and not sale.earmarked):
-                raise errors.InvariantViolation(f"sale {sale.spec.id!r}: bad earmark")
+                raise errors.InvariantViolation(f"sale {shown(sale.spec.id)}: bad earmark")
             confirmed = int(t.qty[np.flatnonzero(mine & (t.state[:t.n] == _CONFIRMED))].sum())
             if confirmed != sale.confirmed:
-                raise errors.InvariantViolation(f"sale {sale.spec.id!r}: confirmed {sale.confirmed} != {confirmed}")
+                raise errors.InvariantViolation(f"sale {shown(sale.spec.id)}: confirmed {sale.confirmed} != "
+                                                f"{confirmed}")
 
     # provided by the engine
     _execute: Callable[..., Any]
@@ -891,5 +931,6 @@ class SellingSide:
     _log: Callable[..., int]
     _wait: Callable[[int], None]
     _remember: Callable[..., None]
+    _settle: Callable[..., None]
     _max_request_ids: int
     _net: Any

@@ -52,6 +52,7 @@ import pyarrow as pa
 from . import codec, errors
 from .model import Capability, Location, LocationKind
 from .policy import ChannelRule, RoutingPolicy
+from .validate import shown
 
 __all__ = ["SnapshotData", "write", "read", "latest", "list_snapshots", "prune", "FORMAT_VERSION"]
 
@@ -89,9 +90,12 @@ class SnapshotData:
 def list_snapshots(root: str | os.PathLike[str]) -> list[Path]:
     """Snapshot directories under ``root``, newest (highest lsn) first; staging directories are skipped."""
     base = Path(root)
-    if not base.is_dir():
-        return []
-    found = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    try:
+        if not base.is_dir():
+            return []
+        found = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    except OSError as exc:       # a name too long, no permission: the directory cannot be read
+        raise errors.StorageFailed(f"cannot read {shown(str(base), 200)}: {exc.strerror or exc}") from None
     return sorted(found, key=lambda p: int(p.name), reverse=True)
 
 
@@ -172,7 +176,8 @@ def write(root: str | os.PathLike[str], data: SnapshotData) -> Path:
         _fsync_path(base)
         return target
     except OSError as exc:
-        raise errors.StorageFailed(f"cannot write snapshot {data.lsn} in {str(base)!r}: {exc}") from None
+        raise errors.StorageFailed(f"cannot write snapshot {data.lsn} in {shown(str(base), 200)}: "
+                                   f"{exc.strerror or str(exc)[:200]}") from None
 
 
 def _policy_dict(pol: RoutingPolicy) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from .model import (
     StockLevel,
 )
 from .v1 import inventory_pb2, routing_pb2, selling_pb2, types_pb2
+from .validate import shown
 
 __all__ = [
     "ERROR_DOMAIN",
@@ -498,7 +499,8 @@ def route_columns_request(orders: Sequence[Order], *, request_ids: Sequence[str]
     msg.qtys.extend(line.qty for o in orders for line in o.lines)
     for o in orders:
         if o.destination is None:
-            raise errors.InvalidOrder(f"order {o.id!r}: the columnar call takes delivery orders", field="destination")
+            raise errors.InvalidOrder(f"order {shown(o.id)}: the columnar call takes delivery orders",
+                                      field="destination")
     msg.latitudes.extend(o.destination[0] for o in orders)       # type: ignore[index]
     msg.longitudes.extend(o.destination[1] for o in orders)      # type: ignore[index]
     channels = {o.channel for o in orders}

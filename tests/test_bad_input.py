@@ -405,3 +405,254 @@ def test_a_negative_safety_in_an_event_is_refused_like_set_stock(live, snapshot)
                       "safety": [1, -1]})
     check_rejected(eng, snapshot, lambda: eng.apply_stock_events(table), errors.InvalidQuantity, "events[1].safety")
     check_rejected(eng, snapshot, lambda: eng.set_stock(LOC, SKU, 3, safety=-1), errors.InvalidQuantity, "safety")
+
+
+# -- issue 12: the classes of bug the fuzzer (tests/test_fuzz.py) found, one regression test each -------------
+HUGE = "x" * 16_384
+
+
+def test_messages_show_a_bounded_prefix_of_the_input(live, snapshot):
+    # a 16 KB id, a list of a thousand entries or an int of 5,000 digits used to be echoed whole (or, for the
+    # int, to raise ValueError while the message was formatted)
+    eng, rid = live
+    calls = [lambda: eng.set_stock(HUGE, SKU, 1), lambda: eng.confirm(HUGE), lambda: eng.get_claim(HUGE),
+             lambda: eng.set_stock(LOC, SKU, list(range(1000))), lambda: eng.set_stock(LOC, SKU, 10**5000),
+             lambda: eng.receive(LOC, SKU, HUGE), lambda: eng.available_near(SKU, HUGE),
+             lambda: eng.apply_stock_events(pa.table({"location": [LOC], "sku": [SKU], "event": [HUGE], "qty": [1]})),
+             lambda: eng.route_order(order([(HUGE, 1)])), lambda: eng.reserve_plan(order(), [(LOC, [(SKU, HUGE)])])]
+    for call in calls:
+        before = snapshot(eng)
+        with pytest.raises(errors.PyomniError) as info:
+            call()
+        assert len(str(info.value)) <= 300, str(info.value)[:100]
+        assert snapshot(eng) == before
+
+
+@pytest.mark.parametrize("call", [
+    lambda e: e.remembered([1]),
+    lambda e: e.remembered(bytearray(b"x")),
+    lambda e: e.wait_for_commit("x", 0),
+    lambda e: e.wait_for_commit(10**30, 0),
+    lambda e: e.wait_durable("1"),
+    lambda e: e.wait_durable(10**5000),
+    lambda e: e.claims("tee", state="HELD"),
+    lambda e: e.claims("tee", state=1.5),
+], ids=["remembered-list", "remembered-bytearray", "wait-str", "wait-huge", "durable-str", "durable-huge",
+        "claims-state-str", "claims-state-float"])
+def test_wrong_types_in_lookups_and_waits_are_invalid_arguments(live, snapshot, call):
+    eng, _ = live
+    before = snapshot(eng)
+    with pytest.raises(errors.InvalidArgument):
+        call(eng)
+    assert snapshot(eng) == before
+
+
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, -1, 1e300, "1", True])
+def test_a_timeout_that_cannot_be_waited_is_refused_not_waited(live, timeout):
+    # NaN and inf used to raise ValueError / OverflowError from threading, 1e300 to wait for ever
+    eng, _ = live
+    with pytest.raises(errors.InvalidArgument) as info:
+        eng.wait_for_commit(eng.lsn, timeout)
+    assert info.value.field == "timeout"
+    feed = eng.channel_feed(None, start=False)
+    try:
+        with pytest.raises(errors.InvalidArgument):
+            next(feed.follow(None, 0, timeout=timeout))
+        with pytest.raises(errors.InvalidArgument) as info:
+            next(feed.follow(None, "5"))
+        assert info.value.field == "after"
+    finally:
+        feed.close()
+
+
+@pytest.mark.parametrize("call", [
+    lambda e: e.route_orders("o-1"),
+    lambda e: e.route_orders(5),
+    lambda e: e.route_orders([order()], request_ids="rq"),
+    lambda e: e.route_orders([order()], ttls=5.0),
+    lambda e: e.route_columns("ab", [1, 1], [SKU, SKU], [1, 1], [31.2, 31.2], [121.4, 121.4]),
+    lambda e: e.route_columns(["a"], [1], SKU, [1], [31.2], [121.4]),
+    lambda e: e.route_columns(None, [], [], [], [], []),
+    lambda e: e.claim_many("tee", "m-1", "SKU-A"),
+    lambda e: e.claim_many("tee", None, "SKU-A"),
+    lambda e: e.claim_many("tee", ["m-1"], "SKU-A", 1),
+    lambda e: e.claim_many("tee", ["m-1"], "SKU-A", near=5),
+    lambda e: e.claim_many("tee", ["m-1"], "SKU-A", stores="SH-PEOPLE"),
+    lambda e: e.claim_many("tee", ["m-1"], "SKU-A", stores=["SH-PEOPLE"], request_ids="r"),
+    lambda e: e.claim_many("tee", ["m-1"], "SKU-A", stores=["SH-PEOPLE"], wait="yes"),
+    lambda e: e.upsert_locations(None),
+    lambda e: pyomni.Network.from_locations(None),
+    lambda e: pyomni.Network.from_records(5),
+], ids=["orders-str", "orders-int", "route-request_ids-str", "route-ttls-float", "columns-ids-str",
+        "columns-skus-str", "columns-none", "customers-str", "customers-none", "qtys-int", "near-int", "stores-str",
+        "request_ids-str", "wait-str", "upsert-none", "from_locations-none", "from_records-int"])
+def test_a_bare_string_or_a_scalar_where_a_sequence_goes(live, snapshot, call):
+    # len() of an int or None used to raise TypeError; a bare string iterated into one-character ids
+    eng, _ = live
+    before = snapshot(eng)
+    with pytest.raises(errors.InvalidArgument):
+        call(eng)
+    assert snapshot(eng) == before
+
+
+def test_unhashable_entries_in_batch_columns_are_that_rows_refusal(live, clock):
+    eng, _ = live
+    eng.create_sale(pyomni.FlashSale("tee", ("SKU-A",), clock.now - 1, clock.now + 600, 5, (("SH-PEOPLE", 3),)))
+    r = eng.claim_many("tee", ["m-1", "m-2", ["m"]], [["SKU-A"], "SKU-A", "SKU-A"],
+                       stores=["SH-PEOPLE", ["SH-PEOPLE"], "SH-PEOPLE"], request_ids=[None, None, {}])
+    assert [type(r.get(i)) for i in range(3)] == [errors.UnknownSku, errors.UnknownLocation, errors.InvalidArgument]
+    res = eng.route_columns(["c-1", "c-2"], [1, 1], [SKU, SKU], [1, 1], [31.2, 31.2], [121.4, 121.4],
+                            channels=["app", ["app"]], request_ids=[["r"], None])
+    assert type(res.errors[0]) is errors.InvalidArgument and type(res.errors[1]) is errors.InvalidOrder
+    eng.check_invariants()
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "a\x00b", "bell\x07", "x" * 300])
+def test_new_ids_must_be_text_every_store_and_record_can_hold(live, snapshot, bad):
+    # a lone surrogate registered as a SKU broke stock_table() (Arrow) for good, and in a request id or an order
+    # id made the journal record unencodable after the command was applied
+    eng, rid = live
+    for call, cls, field in [(lambda: eng.register_skus([bad]), errors.InvalidArgument, "skus[0]"),
+                             (lambda: eng.sell(LOC, SKU, 1, request_id=bad), errors.InvalidArgument, "request_id"),
+                             (lambda: eng.route_order(order(id=bad)), errors.InvalidOrder, "id"),
+                             (lambda: eng.route_order(order(channel=bad)), errors.InvalidOrder, "channel"),
+                             (lambda: eng.set_channel_rule(bad, ChannelRule()), errors.InvalidArgument, "channel"),
+                             (lambda: eng.upsert_locations([pyomni.Location(bad, pyomni.LocationKind.STORE, 31.0,
+                                                                           121.0)]),
+                              errors.InvalidArgument, "locations[0].id")]:
+        check_rejected(eng, snapshot, call, cls, field)
+    eng.stock_table()
+
+
+def test_a_journaled_engine_records_what_it_applied(tmp_path, city_net, clock):
+    # kinds and capabilities given as names were recorded as names, and a replay could not rebuild them; a record
+    # the journal cannot hold now stops the engine (StorageFailed) instead of leaving memory ahead of the disk
+    eng = pyomni.Engine.open(tmp_path, city_net, clock=clock, fsync="always")
+    eng.upsert_locations([pyomni.Location("NEW-1", "warehouse", 31.0, 121.0, capabilities="ship")])
+    eng.register_skus(["SKU-Ω"])
+    eng.close()
+    again = pyomni.Engine.load(tmp_path, clock=clock)
+    assert again.network.location("NEW-1").kind is pyomni.LocationKind.WAREHOUSE and "SKU-Ω" in again.skus
+    from pyomni.commands import RegisterSkus
+    eng = pyomni.Engine.open(tmp_path, clock=clock, fsync="always")
+    with pytest.raises(errors.StorageFailed):
+        eng._execute(RegisterSkus(("\ud800",)))      # past the public checks: what a bug would do
+    assert eng.storage_failure is not None
+    eng.close()
+    assert "\ud800" not in pyomni.Engine.load(tmp_path, clock=clock).skus
+
+
+def test_codec_refuses_what_it_cannot_encode_with_a_typed_error():
+    from pyomni import codec
+    for value in (2**70, "\ud800", object()):
+        with pytest.raises(errors.InvalidArgument):
+            codec.encode(value)
+
+
+@pytest.mark.parametrize(("call", "cls"), [
+    (lambda e, d: e.save(5), errors.InvalidArgument),
+    (lambda e, d: e.save("a\x00b"), errors.InvalidArgument),
+    (lambda e, d: e.save(d / ("n" * 300)), errors.StorageFailed),
+    (lambda e, d: pyomni.Engine.load(True), errors.InvalidArgument),
+    (lambda e, d: pyomni.Engine.load(d / ("n" * 300)), errors.StorageFailed),
+    (lambda e, d: pyomni.Engine.open(d / ("n" * 300), e.network), errors.StorageFailed),
+    (lambda e, d: pyomni.Engine.open(d / "x", e.network, bogus=1), errors.InvalidArgument),
+    (lambda e, d: pyomni.Engine.open(d / "x", e.network, interval_ms=1e300), errors.InvalidArgument),
+    (lambda e, d: pyomni.Engine.open(d / "x", e.network, segment_bytes=2.5), errors.InvalidArgument),
+    (lambda e, d: pyomni.Engine.open(d / "x", "network"), errors.InvalidArgument),
+], ids=["save-int", "save-nul", "save-name-too-long", "load-bool", "load-name-too-long", "open-name-too-long",
+        "open-unknown-option", "open-interval", "open-segment", "open-network-str"])
+def test_directories_and_options(live, tmp_path, call, cls):
+    # Path(5) raised TypeError, a NUL ValueError, a 300-character name OSError; an unknown option TypeError
+    eng, _ = live
+    with pytest.raises(errors.PyomniError) as info:
+        call(eng, tmp_path)
+    assert type(info.value) is cls
+    assert len(str(info.value)) <= 500
+
+
+def test_a_feed_exports_only_to_a_path(live, tmp_path):
+    eng, _ = live
+    feed = eng.channel_feed(None, start=False)
+    try:
+        for bad in (None, 5, "a\x00b"):
+            with pytest.raises(errors.InvalidArgument):
+                feed.export(bad)           # None used to write a file named "None" in the working directory
+        with pytest.raises(errors.InvalidArgument) as info:
+            feed.export(tmp_path / "no" / "such" / "dir.parquet")
+        assert info.value.field == "path"
+    finally:
+        feed.close()
+
+
+def test_what_a_command_makes_due_is_done_at_once(live, snapshot, clock):
+    # a sale moved to start in the past, or a hold with a tiny ttl, used to wait for the next command -- which
+    # then changed the state first, even when it failed (and a query saw a SCHEDULED sale whose window was open)
+    eng, _ = live
+    eng.create_sale(pyomni.FlashSale("later", ("SKU-B",), clock.now + 600, clock.now + 900, 3, (("SH-PEOPLE", 2),)))
+    eng.update_sale(pyomni.FlashSale("later", ("SKU-B",), clock.now - 1, clock.now + 900, 3, (("SH-PEOPLE", 2),)))
+    assert eng.sale_counters("later").state is pyomni.SaleState.ACTIVE
+    a = eng.route_order(order(id="o-brief"), ttl=5e-324)
+    assert eng.reservation(a.reservation_id).state is pyomni.ReservationState.EXPIRED
+    check_rejected(eng, snapshot, lambda: eng.set_stock("XX", SKU, 1), errors.UnknownLocation, "location")
+
+
+def test_route_columns_refuses_line_counts_that_do_not_add_up(live, snapshot):
+    # a negative count made np.repeat raise ValueError
+    eng, _ = live
+    check_rejected(eng, snapshot, lambda: eng.route_columns(["a", "b"], [-1, 2], [SKU], [1], [31.2, 31.2],
+                                                            [121.4, 121.4]), errors.InvalidArgument, "line_counts")
+    check_rejected(eng, snapshot, lambda: eng.route_columns(["a"], [2**40], [SKU], [1], [31.2], [121.4]),
+                   errors.InvalidArgument, "line_counts")
+
+
+@pytest.mark.parametrize(("make", "field"), [
+    (lambda: RoutingPolicy(split_penalty=10**5000), "split_penalty"),     # was OverflowError
+    (lambda: RoutingPolicy(cost_per_km=True), "cost_per_km"),
+    (lambda: RoutingPolicy(version=2**64), "version"),                     # unencodable in the journal
+    (lambda: RoutingPolicy(name="a\x00"), "name"),
+    (lambda: ChannelRule(share=True), "share"),
+    (lambda: ChannelRule(buffer=2**70), "buffer"),
+    (lambda: pyomni.FlashSale("s", ("SKU-A", 5), 0.0, 1.0, 1, (("SH-PEOPLE", 1),)), "skus[1]"),
+    (lambda: pyomni.FlashSale("s", ("SKU-A",), 0.0, 1.0, 1, (("SH-PEOPLE", 1),), title="\ud800"), "title"),
+    (lambda: pyomni.FlashSale("s", ("SKU-A",), 0.0, 1.0, 1, (("SH-PEOPLE", 1),), earmark=1), "earmark"),
+    (lambda: pyomni.Capability.parse(1.5), "capabilities"),                # was TypeError
+    (lambda: pyomni.Capability.parse(["ship", 5]), "capabilities"),
+    (lambda: pyomni.Engine(pyomni.demo_network(stores=2, warehouses=0, skus=1), channels="tmall"), "channels"),
+    (lambda: pyomni.Engine(pyomni.demo_network(stores=2, warehouses=0, skus=1), clock=5), "clock"),
+    (lambda: pyomni.set_config(native="yes"), "native"),
+    (lambda: pyomni.demo_network(stores=10**12), "stores"),               # was MemoryError
+    (lambda: pyomni.demo_stock(pyomni.demo_network(stores=2, warehouses=0, skus=1), density=True), "density"),
+    (lambda: pyomni.Network.from_records([{"id": "a\x00", "lat": 1, "lon": 1}]), "locations[0].id"),
+    (lambda: pyomni.Network.from_records([{"id": "A", "lat": 1, "lon": 1}], skus=["\ud800"]), "skus[0]"),
+], ids=["policy-huge", "policy-bool", "policy-version", "policy-name", "rule-bool", "rule-huge", "sale-sku",
+        "sale-title", "sale-earmark", "capability-float", "capability-int", "engine-channels", "engine-clock",
+        "set_config", "demo-stores", "demo-density", "network-id", "network-sku"])
+def test_value_classes_and_module_functions(make, field):
+    with pytest.raises(errors.InvalidArgument) as info:
+        make()
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(("make", "cls", "field"), [
+    (lambda: Order("o", "AB", destination=SHANGHAI), errors.InvalidOrder, "lines"),
+    (lambda: Order("o", ["AB"], destination=SHANGHAI), errors.InvalidOrder, "lines[0]"),
+    (lambda: Order("o", [(SKU, 1)], destination="31,121"), errors.InvalidCoordinates, "destination"),
+    (lambda: Order("o", [(SKU, 1)], destination=SHANGHAI, fulfilment=True), errors.InvalidOrder, "fulfilment"),
+    (lambda: Order("o", [(SKU, 1)], destination=SHANGHAI, fulfilment=2.0), errors.InvalidOrder, "fulfilment"),
+    (lambda: Order("o", {SKU: 1}, destination=SHANGHAI), errors.InvalidOrder, "lines"),
+])
+def test_orders_refuse_what_would_iterate_into_nonsense(make, cls, field):
+    # a two-character string line unpacked into a SKU and a quantity; a string destination into two characters
+    with pytest.raises(cls) as info:
+        make()
+    assert info.value.field == field
+
+
+def test_read_stock_events_refuses_a_repeated_column():
+    # Table.column(name) raised KeyError for a name the table has twice
+    table = pa.Table.from_arrays([pa.array([LOC]), pa.array([SKU]), pa.array([1]), pa.array([2])],
+                                 names=["location", "sku", "qty", "qty"])
+    with pytest.raises(errors.InvalidArgument) as info:
+        pyomni.io.read_stock_events(table)
+    assert info.value.field == "qty"

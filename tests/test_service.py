@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
+import shlex
+import shutil
+import subprocess
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pyarrow as pa
@@ -131,6 +137,19 @@ def test_stock_events_batch_arrow_and_stream(client, net):
     assert client.available(sku) == 10 + 3
     cells = [c for c in client.availability(sku, page_size=1) if c.on_hand]      # pages of one
     assert sorted(c.location for c in cells) == sorted([a, b])
+
+
+def test_route_order_explains_in_full_only_when_asked(client, net):
+    sku = _fresh_sku(client, net)
+    home = net.location(3)
+    client.apply_stock_events([{"location": home.id, "sku": sku, "event": "set", "qty": 6}])
+    plain = client.route_order(pyomni.Order(f"o-{uuid.uuid4().hex[:8]}", [(sku, 1)], destination=(home.lat, home.lon)))
+    full = client.route_order(pyomni.Order(f"o-{uuid.uuid4().hex[:8]}", [(sku, 1)], destination=(home.lat, home.lon)),
+                              explain=True)
+    assert plain.ok and full.ok and plain.shipments[0].location == full.shipments[0].location == home.id
+    assert plain.explanation.strategy == "recorded" and plain.explanation.considered == 1   # one shipment
+    assert full.explanation.strategy in ("spatial", "sku_scan") and full.explanation.considered >= 1
+    assert plain.explanation.policy == full.explanation.policy
 
 
 def test_routing_life_cycle(client, net):
@@ -361,53 +380,149 @@ def test_graceful_shutdown_loses_no_acknowledged_reservation(tmp_path):
 
 
 # -- the README's commands, as written, against the server `make serve` starts --------------------
-def _readme_service_block() -> list[str]:
-    from pathlib import Path
+_README = Path(__file__).resolve().parents[1] / "README.md"
+_TLS_HEADING = "### On a network: TLS, mutual TLS and tokens"
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = text.index("## The service")
-    section = text[start:text.index("\n## ", start)]
+
+def _readme_bash(heading: str) -> list[tuple[str, str]]:
+    """``(command, comment)`` of every line of the ```bash blocks under ``heading`` (to the next heading)."""
+    text = _README.read_text()
+    start = text.index(f"\n{heading}\n") + 1
+    ends = [i for i in (text.find("\n## ", start), text.find("\n### ", start)) if i != -1]
+    section = text[start:min(ends)] if ends else text[start:]
     lines = []
     for block in section.split("```bash")[1:]:
-        lines += [ln.split("  #")[0].strip() for ln in block.split("```")[0].strip().splitlines()]
+        for line in block.split("```")[0].strip().splitlines():
+            command, _, comment = line.partition("  #")
+            lines.append((command.strip(), comment.strip(" #")))
     return lines
 
 
-def test_the_readme_commands_work_against_the_default_server(tmp_path, capsys):
-    import json
-    import shlex
+def _readme_service_block() -> list[str]:
+    """The plain-text commands of "## The service" (its TLS subsection is run on its own)."""
+    return [command for command, _ in _readme_bash("## The service")]
 
+
+def _grpcurl_call(argv: list[str], channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> object:
+    """The call a ``grpcurl ... -d BODY ADDRESS METHOD`` line makes, made on ``channel``; returns the answer."""
     from google.protobuf import json_format
 
+    body, method = json.loads(argv[argv.index("-d") + 1]), argv[-1]
+    service, name = method.rsplit("/", 1)
+    module = {"pyomni.v1.RoutingService": routing_pb2, "pyomni.v1.InventoryService": inventory_pb2,
+              "pyomni.v1.FlashSaleService": selling_pb2}[service]
+    desc = module.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[1]].methods_by_name[name]
+    request = json_format.ParseDict(body, module.__dict__[desc.input_type.name]()
+                                    if desc.input_type.name in module.__dict__
+                                    else types_pb2.__dict__[desc.input_type.name]())
+    out_cls = (module.__dict__.get(desc.output_type.name) or types_pb2.__dict__[desc.output_type.name])
+    call = channel.unary_unary(f"/{method}", request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=out_cls.FromString)
+    return call(request, timeout=10, metadata=metadata)     # raises if the body or the ids are wrong
+
+
+def _run_readme_commands(commands: list[str], address: str, channel: grpc.Channel, *, cli: tuple[str, ...] = (),
+                         metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    """Each ``pyomni`` line through the CLI (``--address`` and ``cli`` appended), each grpcurl call on ``channel``."""
     from pyomni.cli import main
 
-    commands = _readme_service_block()
     assert any(c.startswith("pyomni route") for c in commands) and any(c.startswith("grpcurl") for c in commands)
-    with ServerProcess(tmp_path) as server:                 # pyomni serve's defaults: the README's network
-        for command in commands:
-            argv = shlex.split(command)
-            if argv[0] == "pyomni":
-                status = main([*argv[1:], "--address", server.address])
-                assert status == (1 if "NOPE" in command else 0), command
-                continue
-            channel = grpc.insecure_channel(server.address)
-            if "-d" not in argv:       # list / health: reflection and health are covered above
-                continue
-            body, method = json.loads(argv[argv.index("-d") + 1]), argv[-1]
-            service, name = method.rsplit("/", 1)
-            module = {"pyomni.v1.RoutingService": routing_pb2, "pyomni.v1.InventoryService": inventory_pb2,
-                      "pyomni.v1.FlashSaleService": selling_pb2}[service]
-            desc = module.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[1]].methods_by_name[name]
-            request = json_format.ParseDict(body, module.__dict__[desc.input_type.name]()
-                                            if desc.input_type.name in module.__dict__
-                                            else types_pb2.__dict__[desc.input_type.name]())
-            out_cls = (module.__dict__.get(desc.output_type.name) or types_pb2.__dict__[desc.output_type.name])
-            call = channel.unary_unary(f"/{method}", request_serializer=lambda m: m.SerializeToString(),
-                                       response_deserializer=out_cls.FromString)
-            call(request, timeout=10)                        # raises if the body or the ids are wrong
-            channel.close()
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "pyomni":
+            status = main([*argv[1:], "--address", address, *cli])
+            assert status == (1 if "NOPE" in command else 0), command
+        elif "-d" in argv:       # list / health: reflection and health are covered above
+            _grpcurl_call(argv, channel, metadata)
+
+
+def test_the_readme_commands_work_against_the_default_server(tmp_path, capsys):
+    with ServerProcess(tmp_path) as server, grpc.insecure_channel(server.address) as channel:
+        _run_readme_commands(_readme_service_block(), server.address, channel)   # pyomni serve's defaults
     printed = capsys.readouterr().out
     assert '"state": "CONFIRMED"' in printed and '"status": "ALLOCATED"' in printed
+
+
+def test_the_readme_commands_work_with_tls_and_tokens(tmp_path, monkeypatch, capsys):
+    """The README's TLS subsection as written (its certificate, tokens, both serve lines, a client command
+    and a grpcurl call), and the plain commands above it again, as an admin, against a TLS server with tokens."""
+    import grpc_server
+    from grpc_server.server import _security
+    from pyomni.cli import main
+
+    monkeypatch.chdir(tmp_path)                  # the subsection's relative file names land here
+    monkeypatch.delenv("PYOMNI_TOKEN", raising=False)
+    monkeypatch.delenv("PYOMNI_TOKENS", raising=False)
+    made: dict[str, dict[str, str]] = {}         # principal -> what `pyomni token new` printed
+    variables: dict[str, str] = {}
+    serve_lines, client_lines = [], []
+    for command, comment in _readme_bash(_TLS_HEADING):
+        argv = shlex.split(command)
+        if argv[0] == "openssl":
+            if shutil.which("openssl"):
+                subprocess.run(["bash", "-c", command], check=True, capture_output=True, timeout=60)
+            else:                                # the same three files, from the test CA
+                from certs import make_pki
+
+                pki = make_pki(tmp_path / "pki")
+                for source, name in ((pki.server_cert, "server.pem"), (pki.server_key, "server.key"),
+                                     (pki.ca, "ca.pem")):
+                    shutil.copyfile(source, name)
+        elif argv[:2] == ["pyomni", "token"]:
+            capsys.readouterr()
+            assert main(argv[1:]) == 0, command
+            out = capsys.readouterr().out
+            if argv[2] == "new":
+                made[json.loads(out)["principal"]] = json.loads(out)
+            else:
+                assert "sha256" not in out and "pyo_" not in out and all(p in out for p in made)
+        elif argv[:2] == ["pyomni", "serve"]:
+            serve_lines.append(argv)
+        elif re.fullmatch(r"[A-Z_]+=\S+", command):      # NAME=pyo_...   # the token printed for <principal>
+            named = [p for p in made if re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", comment)]
+            assert len(named) == 1, (command, comment)
+            variables[command.split("=")[0]] = made[named[0]]["token"]
+        else:
+            client_lines.append(argv)
+    assert {m["role"] for m in made.values()} >= {"admin", "order-system", "store"}
+    assert len(serve_lines) == 2 and {a[0] for a in client_lines} == {"pyomni", "grpcurl"}
+    admin = next(m["token"] for m in made.values() if m["role"] == "admin")
+
+    # each serve line through the real parser and `pyomni serve`'s own checks (the operator's client CA: any)
+    shutil.copyfile("ca.pem", "clients-ca.pem")
+    checked: list[tuple[object, object]] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(grpc_server, "serve", lambda config: checked.append(_security(config)) or 0)
+        for argv in serve_lines:
+            assert main(argv[1:]) == 0, argv
+            tokens, tls = checked[-1]
+            assert tls is not None and tls.mutual == ("--tls-client-ca" in argv) and len(tokens) == len(made)
+
+    flags = next(a for a in serve_lines if "--tls-client-ca" not in a)[2:]
+    del flags[flags.index("--address"):flags.index("--address") + 2]          # ServerProcess's 127.0.0.1:0
+    ca = Path("ca.pem").read_bytes()
+    with ServerProcess(tmp_path / "data", flags, start_timeout=120) as server, \
+            grpc.secure_channel(server.address, grpc.ssl_channel_credentials(ca)) as channel:
+        capsys.readouterr()
+        _run_readme_commands(_readme_service_block(), server.address, channel,
+                             cli=("--tls-ca", "ca.pem", "--token", admin),
+                             metadata=(("authorization", f"Bearer {admin}"),))
+        printed = capsys.readouterr().out
+        assert '"state": "CONFIRMED"' in printed and '"status": "ALLOCATED"' in printed
+        assert main(["stock", "SKU-000001", "--address", server.address, "--tls-ca", "ca.pem"]) == 1
+        assert '"UNAUTHENTICATED"' in capsys.readouterr().err
+        for argv in client_lines:
+            argv = [re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], a) for a in argv]
+            if argv[0] == "pyomni":
+                argv[argv.index("--address") + 1] = server.address
+                assert main(argv[1:]) == 0, argv
+                assert "SKU-000001" in capsys.readouterr().out
+                continue
+            name, _, value = argv[argv.index("-H") + 1].partition(": ")
+            cacert = Path(argv[argv.index("-cacert") + 1]).read_bytes()
+            with grpc.secure_channel(server.address, grpc.ssl_channel_credentials(cacert)) as own:
+                answer = _grpcurl_call(argv, own, ((name.lower(), value),))
+            assert answer.location == json.loads(argv[argv.index("-d") + 1])["location"]
 
 
 def test_metrics_count_calls_by_method_and_code_and_expose_engine_gauges():
@@ -438,7 +553,6 @@ def test_metrics_count_calls_by_method_and_code_and_expose_engine_gauges():
 
 
 def test_a_second_server_on_the_same_data_directory_is_refused(server):
-    import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-m", "pyomni.cli", "serve", "--address", "127.0.0.1:0", "--metrics-port",
