@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
+import os
 import random
 import sys
 import tempfile
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls < 1 or args.batch < 1 or not 0 <= args.rpc_share <= 1:
         parser.error("--calls and --batch must be >= 1, --rpc-share in [0, 1]")
 
+    logging.getLogger("pyomni").setLevel(logging.CRITICAL)    # the engines' own warnings (a reopened directory ...)
     root = Path(tempfile.mkdtemp(prefix="pyomni-soak-fuzz-"))
+    os.chdir(root)       # generated relative paths land in the scratch directory, not where the script ran
     checker = fuzzing.Checker(collect=True, saved=fuzzing.saved_snapshot(root / "saved"),
                               call_seconds=args.call_seconds)
     rpc_calls = round(args.calls * args.rpc_share)

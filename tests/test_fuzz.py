@@ -43,6 +43,12 @@ FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=False
                 suppress_health_check=list(HealthCheck))
 
 
+@pytest.fixture(autouse=True)
+def _in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # generated paths are relative too (" ", "SH-PEOPLE\n", ...): they land here, not in the checkout
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory holding a snapshot of a live engine (``Engine.load`` reads it)."""
