@@ -57,6 +57,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ from pyomni.v1 import (
 from .metrics import Metrics, MetricsInterceptor
 from .security import AuthInterceptor, CertificateFiles, TokenTable, describe, is_local, server_credentials
 from .selling import ChannelFeedServicer, FlashSaleServicer
-from .servicers import DiagnosticsServicer, InventoryServicer, RoutingServicer
+from .servicers import DecodingInterceptor, DiagnosticsServicer, InventoryServicer, RoutingServicer
 
 __all__ = ["ServerConfig", "create_server", "serve", "SERVICE_NAMES"]
 
@@ -188,16 +189,23 @@ class _Handlers:
         self.service, self.handlers = service, dict(handlers)
 
 
+def _add(add_to_server: Callable[[Any, Any], None], servicer: Any, server: Any,
+         overrides: dict[str, Any] | None = None) -> None:
+    """Register a servicer as its generated ``add_*_to_server`` would, with ``overrides`` replacing handlers
+    by name."""
+    caught = _Handlers()
+    add_to_server(servicer, caught)
+    handlers = {**caught.handlers, **(overrides or {})}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(caught.service, handlers),))
+    server.add_registered_method_handlers(caught.service, handlers)
+
+
 def _add_routing(servicer: RoutingServicer, server: Any) -> None:
     """RoutingService as generated, but RouteOrders and RouteOrderStream take and give bytes: the
     servicer reads and writes plain batches natively (``RoutingServicer.route_orders_bytes``)."""
-    caught = _Handlers()
-    routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, caught)
-    handlers = caught.handlers
-    handlers["RouteOrders"] = grpc.unary_unary_rpc_method_handler(servicer.RouteOrdersBytes)
-    handlers["RouteOrderStream"] = grpc.stream_stream_rpc_method_handler(servicer.RouteOrderStreamBytes)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(caught.service, handlers),))
-    server.add_registered_method_handlers(caught.service, handlers)
+    _add(routing_pb2_grpc.add_RoutingServiceServicer_to_server, servicer, server, {
+        "RouteOrders": grpc.unary_unary_rpc_method_handler(servicer.RouteOrdersBytes),
+        "RouteOrderStream": grpc.stream_stream_rpc_method_handler(servicer.RouteOrderStreamBytes)})
 
 
 def create_server(address: str, engine: Engine, *, workers: int = 64, max_message_bytes: int = 16 * 1024 * 1024,
@@ -244,16 +252,19 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
                ("grpc.so_reuseport", 0)]        # one process owns the ledger: never share the port by accident
     # metrics outermost: a refused call is timed and counted under its status code too
     interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(metrics)] if metrics is not None else []
+    # then the request's decoding: bytes that are no request message get INVALID_ARGUMENT with an ErrorInfo
+    # (grpcio's own decoding answers INTERNAL without details), before the token check reads a store's scope
+    interceptors.append(DecodingInterceptor())
     if tokens is not None:
         interceptors.append(AuthInterceptor(tokens, engine,
                                             denied=metrics.count_denied if metrics is not None else None))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pyomni-rpc"),
                          options=options, interceptors=interceptors)
-    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(engine), server)
+    _add(inventory_pb2_grpc.add_InventoryServiceServicer_to_server, InventoryServicer(engine), server)
     _add_routing(RoutingServicer(engine), server)
-    diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server(DiagnosticsServicer(), server)
-    selling_pb2_grpc.add_FlashSaleServiceServicer_to_server(FlashSaleServicer(engine), server)
-    selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server(ChannelFeedServicer(engine), server)
+    _add(diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer(), server)
+    _add(selling_pb2_grpc.add_FlashSaleServiceServicer_to_server, FlashSaleServicer(engine), server)
+    _add(selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server, ChannelFeedServicer(engine), server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

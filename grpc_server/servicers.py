@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -42,7 +42,8 @@ from pyomni.wire import (
 
 from .status import STATUS_CODES, abort_with
 
-__all__ = ["InventoryServicer", "RoutingServicer", "DiagnosticsServicer", "MAX_BATCH", "MAX_PAGE"]
+__all__ = ["InventoryServicer", "RoutingServicer", "DiagnosticsServicer", "MAX_BATCH", "MAX_PAGE", "decoding_handlers",
+           "DecodingInterceptor"]
 
 log = logging.getLogger("pyomni.server")
 
@@ -96,6 +97,69 @@ def _decode_token(token: str) -> str | None:
     if not text.startswith(_TOKEN_PREFIX):
         raise errors.InvalidArgument("page_token is not one this server issued", field="page_token")
     return text[len(_TOKEN_PREFIX):]
+
+
+def decoding_handlers(handlers: Mapping[str, Any]) -> dict[str, Any]:
+    """Method handlers (as a generated ``add_*_to_server`` makes them) that decode the request themselves.
+
+    grpcio's own decoding answers bytes that are no message of the request type with ``INTERNAL`` and no
+    details; these answer ``INVALID_ARGUMENT`` with an ``ErrorInfo`` naming the field ``request``, like any other
+    bad input (``RouteOrders`` already decodes its bytes itself). Messages of a client stream are decoded one by
+    one as the handler reads them.
+    """
+    out: dict[str, Any] = {}
+    for name, handler in handlers.items():
+        decode = handler.request_deserializer
+        out[name] = handler if decode is None else handler._replace(request_deserializer=None,
+                                                                    **_decoding(name, handler, decode))
+    return out
+
+
+def _decoding(name: str, handler: Any, decode: Callable[[bytes], Any]) -> dict[str, Any]:
+    def one(data: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return decode(data)
+        except Exception:           # noqa: BLE001 -- DecodeError, or a message of another type
+            abort_with(context, errors.InvalidArgument(f"the request is not a {name} request message",
+                                                       field="request"))
+
+    def each(datas: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
+        for data in datas:
+            yield one(data, context)
+
+    if handler.unary_unary is not None:
+        call = handler.unary_unary
+        return {"unary_unary": lambda data, context: call(one(data, context), context)}
+    if handler.unary_stream is not None:
+        call_s = handler.unary_stream
+        return {"unary_stream": lambda data, context: call_s(one(data, context), context)}
+    if handler.stream_unary is not None:
+        call_su = handler.stream_unary
+        return {"stream_unary": lambda datas, context: call_su(each(datas, context), context)}
+    call_ss = handler.stream_stream
+    return {"stream_stream": lambda datas, context: call_ss(each(datas, context), context)}
+
+
+class DecodingInterceptor(grpc.ServerInterceptor):
+    """Every method's request decoded by :func:`decoding_handlers` (INVALID_ARGUMENT with an ErrorInfo for bytes
+    that are no request message) rather than by grpcio.
+
+    It goes outside the interceptors that read the request (the token check reads a store's scope from it)
+    and inside the metrics, so those count the refusal. Each method's handler is wrapped once and cached.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        cached = self._wrapped.get(details.method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[details.method] = (handler, decoding_handlers({details.method: handler})
+                                                      [details.method])
+        return cached[1]
 
 
 def stream_batches(handle: Callable[[Any], Any], request_iterator: Iterator[Any],

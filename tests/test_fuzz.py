@@ -157,3 +157,84 @@ def test_a_watch_that_ended_gives_its_thread_back(server, tmp_path):
     checker = fuzzing.Checker()
     checker.check_server(channel, workers=8, seconds=5.0)
     live.close()
+
+
+class _Caught:
+    """Stands in for a server to catch the method handlers a generated ``add_*_to_server`` makes."""
+
+    def __init__(self) -> None:
+        self.service, self.handlers = "", {}
+
+    def add_generic_rpc_handlers(self, handlers):
+        pass
+
+    def add_registered_method_handlers(self, service, handlers):
+        self.service, self.handlers = service, dict(handlers)
+
+
+def _garbage_everywhere(channel) -> dict[str, tuple]:
+    """Bytes that are no protobuf message sent to every RPC: each one's code and parsed status."""
+    out = {}
+    raw = b"\xff\xfe\xfd not a protobuf message \x00"
+    for m in fuzzing.rpc_methods():
+        ident = {"request_serializer": None, "response_deserializer": None}
+        try:
+            if m.client_streaming and m.server_streaming:
+                list(channel.stream_stream(m.path, **ident)(iter([raw]), timeout=5))
+            elif m.client_streaming:
+                channel.stream_unary(m.path, **ident)(iter([raw]), timeout=5)
+            elif m.server_streaming:
+                list(channel.unary_stream(m.path, **ident)(raw, timeout=5))
+            else:
+                channel.unary_unary(m.path, **ident)(raw, timeout=5)
+            out[m.name] = (None, None)
+        except fuzzing.grpc.RpcError as exc:
+            out[m.name] = (exc.code(), fuzzing.rpc_status.from_call(exc))
+    return out
+
+
+def test_decoding_handlers_answer_undecodable_bytes_with_invalid_argument(tmp_path):
+    # grpcio's own decoding answers INTERNAL with no details; grpc_server.servicers.decoding_handlers decodes in
+    # the handler and answers INVALID_ARGUMENT with an ErrorInfo
+    from concurrent import futures
+
+    from grpc_server.selling import ChannelFeedServicer, FlashSaleServicer
+    from grpc_server.servicers import DiagnosticsServicer, InventoryServicer, RoutingServicer, decoding_handlers
+    from pyomni.v1 import diagnostics_pb2_grpc, inventory_pb2, inventory_pb2_grpc, routing_pb2_grpc, selling_pb2_grpc
+
+    live = fuzzing.live_engine("native", tmp_path)
+    eng = live.engine
+    server = fuzzing.grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    for add, servicer in [(inventory_pb2_grpc.add_InventoryServiceServicer_to_server, InventoryServicer(eng)),
+                          (routing_pb2_grpc.add_RoutingServiceServicer_to_server, RoutingServicer(eng)),
+                          (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
+                          (selling_pb2_grpc.add_FlashSaleServiceServicer_to_server, FlashSaleServicer(eng)),
+                          (selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server, ChannelFeedServicer(eng))]:
+        caught = _Caught()
+        add(servicer, caught)
+        handlers = decoding_handlers(caught.handlers)
+        server.add_generic_rpc_handlers((fuzzing.grpc.method_handlers_generic_handler(caught.service, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = fuzzing.grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        for name, (code, status) in _garbage_everywhere(channel).items():
+            assert code is fuzzing.grpc.StatusCode.INVALID_ARGUMENT, (name, code)
+            assert status is not None and fuzzing._status_problem(fuzzing.Outcome(code, status=status)) == "", name
+        stock = channel.unary_unary("/pyomni.v1.InventoryService/GetStock",
+                                    request_serializer=inventory_pb2.GetStockRequest.SerializeToString,
+                                    response_deserializer=lambda b: b)
+        assert stock(inventory_pb2.GetStockRequest(location="SH-PEOPLE", sku="SKU-A"), timeout=5)   # still decodes
+    finally:
+        channel.close()
+        server.stop(None)
+        live.close()
+
+
+def test_the_server_answers_undecodable_bytes_with_invalid_argument(tmp_path):
+    live = fuzzing.live_engine("native", tmp_path)
+    with fuzzing.served(workers=4) as (slot, channel):      # a server of its own: grpcio's decoding failures
+        slot.target = live.engine                           # can hold up its shutdown
+        codes = {name: code for name, (code, _) in _garbage_everywhere(channel).items()}
+    live.close()
+    assert set(codes.values()) == {fuzzing.grpc.StatusCode.INVALID_ARGUMENT}, codes
