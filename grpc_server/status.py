@@ -37,6 +37,9 @@ STATUS_CODES: dict[type[errors.PyomniError], grpc.StatusCode] = {
     errors.UnknownPolicy: _C.NOT_FOUND,
     errors.UnknownSale: _C.NOT_FOUND,
     errors.UnknownClaim: _C.NOT_FOUND,
+    errors.UnknownShipment: _C.NOT_FOUND,
+    errors.UnknownOrderException: _C.NOT_FOUND,
+    errors.UnknownAttributionRule: _C.NOT_FOUND,
     errors.FailedPrecondition: _C.FAILED_PRECONDITION,
     errors.InsufficientStock: _C.FAILED_PRECONDITION,
     errors.StockReserved: _C.FAILED_PRECONDITION,
@@ -44,6 +47,8 @@ STATUS_CODES: dict[type[errors.PyomniError], grpc.StatusCode] = {
     errors.ReservationNotHeld: _C.FAILED_PRECONDITION,
     errors.RequestIdReused: _C.FAILED_PRECONDITION,
     errors.CapabilityMissing: _C.FAILED_PRECONDITION,
+    errors.ShipmentStateConflict: _C.FAILED_PRECONDITION,
+    errors.ReturnNotAllowed: _C.FAILED_PRECONDITION,
     # a claim refused for quota or stock: the state says no, and retrying will not change that
     errors.SaleNotActive: _C.FAILED_PRECONDITION,
     errors.SoldOut: _C.FAILED_PRECONDITION,

@@ -17,7 +17,7 @@ Examples
 >>> o = Order("o-1", [Line("SKU-1", 2)], destination=(31.2, 121.5))
 >>> decode(encode(o)) == o
 True
->>> len(encode(o)) < 48
+>>> len(encode(o)) < 56
 True
 """
 
@@ -32,6 +32,17 @@ import msgpack
 
 from . import errors
 from .flash import Claim, FlashSale, SaleCounters, SaleState, StoreCounters
+from .fulfilment import (
+    ExceptionState,
+    OpeningHours,
+    OrderException,
+    Rejection,
+    RejectReason,
+    ReturnRecord,
+    ShipmentState,
+    StoreRules,
+    StoreShipment,
+)
 from .model import (
     Allocation,
     AllocationStatus,
@@ -39,6 +50,7 @@ from .model import (
     Capability,
     CostBreakdown,
     Explanation,
+    Fulfilment,
     Line,
     Location,
     LocationKind,
@@ -50,6 +62,7 @@ from .model import (
     StockLevel,
 )
 from .policy import ChannelRule, RoutingPolicy
+from .settlement import AttributionRule
 
 __all__ = ["encode", "decode", "register"]
 
@@ -151,3 +164,14 @@ register(14, FlashSale)
 register(15, Claim, from_fields=lambda f: Claim(f[0], f[1], f[2], f[3], f[4], f[5], ReservationState(f[6]), f[7], f[8]))
 register(16, StoreCounters)
 register(17, SaleCounters, from_fields=lambda f: SaleCounters(f[0], SaleState(f[1]), *f[2:]))
+register(18, OpeningHours)
+register(19, StoreRules)
+# 20..39 and 60.. are the commands' and effects' (pyomni.commands); store values go on from 90
+register(90, StoreShipment, from_fields=lambda f: StoreShipment(
+    f[0], f[1], f[2], f[3], ShipmentState(f[4]), f[5], Fulfilment(f[6]), f[7], f[8], f[9], f[10], f[11], f[12],
+    None if f[13] is None else RejectReason(f[13]), *f[14:]))
+register(91, OrderException, from_fields=lambda f: OrderException(f[0], f[1], f[2], f[3], f[4], f[5], f[6],
+                                                                   ExceptionState(f[7]), f[8], f[9]))
+register(92, Rejection)
+register(93, ReturnRecord)
+register(94, AttributionRule)

@@ -46,14 +46,18 @@ from dataclasses import dataclass
 
 from . import codec
 from .flash import FlashSale
+from .fulfilment import StoreRules
 from .model import Location, Order, ShortLine
 from .policy import ChannelRule, RoutingPolicy
+from .settlement import AttributionRule
 
 __all__ = [
     "Command", "StockCommand", "StockEvents", "Transfer", "RouteOrder", "ReservePlan", "EndReservation",
     "Reroute", "Expire", "UpsertLocations", "SetLocationOpen", "SetDailyCapacity", "NewDay", "RegisterSkus",
     "RegisterPolicy", "SetChannelRule", "CreateSale", "UpdateSale", "EndSale", "ClaimBatch", "EndClaim",
     "RouteBatch", "Hold", "Unfilled", "Rerouted", "Expired", "ShipmentPlan", "Earmark", "Claimed", "HeldBatch",
+    "SetStoreRules", "ShipmentAction", "ReturnLine", "ResolveException", "RegisterAttributionRule", "SetAttribution",
+    "StoreDeadline",
 ]
 
 
@@ -267,6 +271,72 @@ class EndClaim(Command):
     state: int
 
 
+# -- store operations ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SetStoreRules(Command):
+    """Set (or with ``None`` remove) a store's time limits and opening hours; location "" is the default."""
+
+    location: str
+    rules: StoreRules | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentAction(Command):
+    """A store's action on one shipment (``action`` a StoreAction value; ``reason`` a RejectReason value for
+    REJECT, else 0). A rejection's effect is :class:`Rerouted` (``shipments`` None: nothing could take the lines,
+    an order exception is raised)."""
+
+    shipment_id: str
+    action: int
+    reason: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnLine(Command):
+    """Units of a fulfilled shipment's line handed back at ``location`` (restocked there)."""
+
+    shipment_id: str
+    sku: str
+    qty: int
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveException(Command):
+    """Close an order exception (``retry`` False: a person dealt with it) or route its lines again
+    (``retry`` True; effect :class:`Rerouted`, ``shipments`` None if still nothing can take them)."""
+
+    exception_id: str
+    retry: bool
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDeadline(Command):
+    """The clock's command for one shipment deadline that passed (each is its own command, so that a re-route
+    sees the one before it): ``kind`` 0 = not answered in time (effect :class:`Rerouted`), 1 = pick limit passed
+    (flagged late), 2 = not collected by the collection deadline."""
+
+    shipment_id: str
+    kind: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterAttributionRule(Command):
+    """Make an attribution rule selectable by its key and name."""
+
+    rule: AttributionRule
+
+
+@dataclass(frozen=True, slots=True)
+class SetAttribution(Command):
+    """Choose the attribution rule (a registered key) for a channel; channel "" is the default."""
+
+    channel: str
+    rule: str | None
+
+
 # -- effects: what the engine decided ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ShipmentPlan:
@@ -364,7 +434,8 @@ for _code, _cls in enumerate((StockCommand, StockEvents, Transfer, RouteOrder, R
                               RegisterSkus, RegisterPolicy, SetChannelRule, CreateSale, UpdateSale, EndSale,
                               ClaimBatch, EndClaim), start=20):
     codec.register(_code, _cls)
-for _code, _cls in enumerate((RouteBatch,), start=60):      # 20..39 are full: more commands from 60
+for _code, _cls in enumerate((RouteBatch, SetStoreRules, ShipmentAction, ReturnLine, ResolveException,
+                              RegisterAttributionRule, SetAttribution, StoreDeadline), start=60):  # 20..39 full
     codec.register(_code, _cls)
 for _code, _cls in enumerate((ShipmentPlan, Hold, Unfilled, Rerouted, Expired, Earmark, Claimed, HeldBatch),
                              start=40):

@@ -80,19 +80,26 @@ from .commands import (
     Expired,
     Hold,
     NewDay,
+    RegisterAttributionRule,
     RegisterPolicy,
     RegisterSkus,
     Reroute,
     Rerouted,
     ReservePlan,
+    ResolveException,
+    ReturnLine,
     RouteBatch,
     RouteOrder,
+    SetAttribution,
     SetChannelRule,
     SetDailyCapacity,
     SetLocationOpen,
+    SetStoreRules,
+    ShipmentAction,
     ShipmentPlan,
     StockCommand,
     StockEvents,
+    StoreDeadline,
     Transfer,
     Unfilled,
     UpdateSale,
@@ -126,6 +133,7 @@ from .network import Network
 from .policy import DEFAULT_POLICY, ChannelRule, RoutingPolicy
 from .routing_batch import BatchRouting
 from .selling import SellingSide
+from .stores import StoreSide
 from .validate import MAX_ID_CHARS, shown
 
 __all__ = ["Engine", "EngineState", "config", "set_config"]
@@ -286,8 +294,8 @@ _MAX_SEGMENT_BYTES = 1 << 40
 _PATH_SHOWN = 200                 # characters of a path shown in a message
 
 
-class Engine(SellingSide, BatchRouting):
-    """Inventory ledger, routing, reservations and flash sales for one network.
+class Engine(SellingSide, BatchRouting, StoreSide):
+    """Inventory ledger, routing, reservations, flash sales and store operations for one network.
 
     ``Engine(network)`` keeps its state in memory only; :meth:`Engine.open`
     gives the same engine on a data directory, where every acknowledged
@@ -325,6 +333,7 @@ class Engine(SellingSide, BatchRouting):
     _later_type = _Later            # for the mixins (selling, batch routing), which cannot import this module
     _remembered_type = _Remembered
     _record_type = _Record
+    _no_effect: Any = None          # _NOTHING, set below: an effect that changed nothing (no record)
 
     def __init__(self, network: Network, *, policy: RoutingPolicy | None = None,
                  clock: Callable[[], float] = time.time, reservation_ttl: float = 900.0,
@@ -376,6 +385,8 @@ class Engine(SellingSide, BatchRouting):
         self._parsed: _ParsedOrder | None = None        # handed from a routing decider to its applier
         self._replaying = False                         # appliers may answer with a _Later
         self._init_selling()
+        self._init_stores()
+        self._cmd_now = 0.0                             # the time of the command being applied (for hooks)
         self._changed = threading.Event()               # set by every commit: feeds wake on it
         self._commit_cond = threading.Condition()       # watchers wait on it for the next commit
         self._commit_waiters = 0
@@ -539,11 +550,14 @@ class Engine(SellingSide, BatchRouting):
         # recorded one
         first = answer if explanation is None or not explain else dataclasses.replace(answer, explanation=explanation)
         if effect is _NOTHING or (request_id is None and type(effect) is Unfilled):
+            if type(command) is Expire and self._store_clock and self._store_clock[0][0] <= now:
+                self._run_store_clock(now)              # the sweeper's Expire: shipment deadlines come after it
             return first, self._lsn      # nothing changed and nobody will ask again: no record
         lsn = self._log(now, request_id, command, effect)
         self._remember(request_id, command, answer, lsn, now)
-        expiry, claims, sales = self._expiry, self._claim_expiry, self._sale_clock     # the hot path: look first
-        if (expiry and expiry[0][0] <= now) or (claims and claims[0][0] <= now) or (sales and sales[0][0] <= now):
+        expiry, claims, sales, store = self._expiry, self._claim_expiry, self._sale_clock, self._store_clock
+        if ((expiry and expiry[0][0] <= now) or (claims and claims[0][0] <= now) or (sales and sales[0][0] <= now)
+                or (store and store[0][0] <= now)):        # the hot path: look first
             self._settle(command, now)
         return first, lsn
 
@@ -553,6 +567,8 @@ class Engine(SellingSide, BatchRouting):
         or one that fails -- finds the state due for a change it did not ask for."""
         if ((self._expiry and self._expiry[0][0] <= now) or self._selling_due(now)) and type(command) is not Expire:
             self._commit(Expire(), None)
+        if self._store_due(now) and type(command) is not StoreDeadline:
+            self._run_store_clock(now)
 
     def _check_writable(self) -> None:
         if self._failure is not None or (self._journal is not None and self._journal.failed):
@@ -567,6 +583,9 @@ class Engine(SellingSide, BatchRouting):
         now = float(self._clock())
         if kind is not Expire and ((self._expiry and self._expiry[0][0] <= now) or self._selling_due(now)):
             self._commit(Expire(), None)                  # expiry first, as a command (and record) of its own
+        if kind is not StoreDeadline and kind is not Expire and self._store_clock and self._store_clock[0][0] <= now:
+            self._run_store_clock(now)      # then each shipment deadline, as a command of its own (after Expire's)
+        self._cmd_now = now
         return now
 
     def _log(self, now: float, request_id: str | None, command: Command, effect: Any) -> int:
@@ -649,6 +668,7 @@ class Engine(SellingSide, BatchRouting):
         now, request_id, command, effect = codec.decode(payload)
         if lsn != self._lsn + 1:
             raise errors.JournalCorrupt(f"journal record {lsn} follows {self._lsn}")
+        self._cmd_now = now
         try:
             answer = _HANDLERS[type(command)][1](self, command, effect, now, request_id)
         except errors.PyomniError as exc:
@@ -1120,6 +1140,7 @@ class Engine(SellingSide, BatchRouting):
         self._record_order.append(rec)
         self._live_orders[order.id] = rid
         heapq.heappush(self._expiry, (expires_at, seq, rid))
+        self._ships_new(rec, now)
         if self._replaying:       # a partial, not a closure: one object per remembered answer, not five
             return _Later(functools.partial(self._held_answer, order, rid, ships, expires_at, pol, effect.split_reason))
         return self._held_answer(order, rid, ships, expires_at, pol, effect.split_reason)
@@ -1158,6 +1179,7 @@ class Engine(SellingSide, BatchRouting):
         others = [s for i, s in enumerate(rec.shipments) if i != idx]
         self._change_holds([rejected], 1)
         check_status(self._ledger.add_load(effect.rejected, -1, 0))
+        self._ship_removed(rec, effect.rejected, now)
         rec.excluded = rec.excluded | {effect.rejected}
         pol = rec.policy if command.policy is None else self._resolve_policy(command.policy)
         if effect.shipments is None:
@@ -1166,6 +1188,7 @@ class Engine(SellingSide, BatchRouting):
             expl = Explanation("recorded", 0, {}, (), False, "", pol.key)
             return Allocation(rec.order.id, AllocationStatus.UNFULFILLABLE, None, (), 0.0, effect.short, expl)
         rec.shipments = others + self._take(effect.shipments, ())
+        self._ships_added(rec, now)
         out = self._shipments(rec.shipments)
         expl = Explanation("recorded", len(effect.shipments), {}, (), len(out) > 1,
                            _SPLIT_REASONS[effect.split_reason], pol.key)
@@ -1263,6 +1286,7 @@ class Engine(SellingSide, BatchRouting):
         rec.state = state
         if state is not ReservationState.CONFIRMED:
             self._live_orders.pop(rec.order.id, None)
+            self._ships_cancelled(rec, self._cmd_now)
 
     # -- routing -----------------------------------------------------------------
     def _parse(self, order: Order, pol: RoutingPolicy) -> _ParsedOrder:
@@ -1333,6 +1357,9 @@ class Engine(SellingSide, BatchRouting):
         if not (type(channel) is str and 0 < len(channel) <= MAX_ID_CHARS and channel.isascii()
                 and channel.isprintable()):
             validate.identifier(channel, "channel", error=errors.InvalidOrder)
+        if order.coupon_cents or order.attribution is not None or order.selling_store is not None or any(
+                line.unit_price_cents for line in lines):
+            self._check_order_money(order)
         return p
 
     def _native_policy(self, pol: RoutingPolicy) -> Any:
@@ -1747,7 +1774,7 @@ class Engine(SellingSide, BatchRouting):
             # a claim's entry is its number: the claim's row rebuilds its fingerprint and answer after a restart
             requests=[(rid, e.lsn, e.at, e.command, e.answer) if type(e) is _Remembered
                       else (rid, e.lsn, e.at, _CLAIM_ENTRY, e.number) for rid, e in self._requests.items()],
-            selling=self._capture_selling())
+            selling=self._capture_selling(), stores=self._capture_stores())
 
     @staticmethod
     def _snapshot_records(data: snapshot.SnapshotData) -> None:
@@ -1970,6 +1997,11 @@ class Engine(SellingSide, BatchRouting):
         with eng._lock:
             # copies: the arrays read from Arrow are read-only, these change by command
             eng._restore_selling(data.selling)
+            eng._restore_stores(data.stores)
+            if data.stores is None:            # a snapshot from before store operations: every live parcel is new
+                for rec in eng._record_order:
+                    if rec.state in (ReservationState.HELD, ReservationState.CONFIRMED):
+                        eng._ships_new(rec, rec.created_at)
             eng._install(eng._net, cells, np.array(data.capabilities, dtype=np.uint8),
                          np.array(data.is_open, dtype=np.uint8), np.array(data.daily_capacity, dtype=np.int32))
         return eng
@@ -2016,6 +2048,7 @@ class Engine(SellingSide, BatchRouting):
                 c = self._ledger.cell_index(loc_i, sku_i)
                 held[c] = held.get(c, 0) + units
             self._check_selling()
+            self._check_stores()
             loc, sku, _, reserved, _ = self._ledger.export()
             for c in np.flatnonzero(reserved):
                 if held.get(int(c), 0) != reserved[c]:
@@ -2108,6 +2141,8 @@ def _make_backend(native: bool, network: Network, n_skus: int, caps: np.ndarray,
     return reference_ledger, ReferenceRouter(reference_ledger, xyz, caps, is_open, capacity, priority, fixed)
 
 
+Engine._no_effect = _NOTHING
+
 # Every command type and its (decider, applier): the one switch every mutation passes.
 _HANDLERS: dict[type, tuple[Callable[..., tuple[Any, Any]], Callable[..., Any]]] = {
     StockCommand: (Engine._decide_apply_only, Engine._apply_stock),
@@ -2131,4 +2166,11 @@ _HANDLERS: dict[type, tuple[Callable[..., tuple[Any, Any]], Callable[..., Any]]]
     ClaimBatch: (Engine._decide_claims_elsewhere, Engine._apply_claims),
     EndClaim: (Engine._decide_end_claim, Engine._apply_end_claim),
     RouteBatch: (Engine._decide_claims_elsewhere, Engine._apply_route_batch),
+    SetStoreRules: (Engine._decide_apply_only, Engine._apply_store_rules),
+    ShipmentAction: (Engine._decide_action, Engine._apply_action),
+    StoreDeadline: (Engine._decide_deadline, Engine._apply_deadline),
+    ReturnLine: (Engine._decide_return, Engine._apply_return),
+    ResolveException: (Engine._decide_resolve, Engine._apply_resolve),
+    RegisterAttributionRule: (Engine._decide_apply_only, Engine._apply_attribution_rule),
+    SetAttribution: (Engine._decide_apply_only, Engine._apply_attribution),
 }

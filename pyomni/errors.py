@@ -39,6 +39,11 @@ __all__ = [
     "UnknownLocation",
     "UnknownReservation",
     "UnknownPolicy",
+    "UnknownShipment",
+    "UnknownOrderException",
+    "UnknownAttributionRule",
+    "ShipmentStateConflict",
+    "ReturnNotAllowed",
     "UnknownSale",
     "UnknownClaim",
     "FailedPrecondition",
@@ -163,6 +168,24 @@ class UnknownPolicy(NotFound):
     reason = "UNKNOWN_POLICY"
 
 
+class UnknownShipment(NotFound):
+    """No shipment has this id."""
+
+    reason = "UNKNOWN_SHIPMENT"
+
+
+class UnknownOrderException(NotFound):
+    """No order exception has this id."""
+
+    reason = "UNKNOWN_ORDER_EXCEPTION"
+
+
+class UnknownAttributionRule(NotFound):
+    """No attribution rule is registered under this key or name."""
+
+    reason = "UNKNOWN_ATTRIBUTION_RULE"
+
+
 # -- state does not allow it -------------------------------------------------
 class FailedPrecondition(PyomniError, RuntimeError):
     """Well formed, but the current state does not allow it."""
@@ -223,6 +246,19 @@ class CustomerLimitReached(FailedPrecondition):
     """The customer already holds or bought as many units of the sale as it allows each customer."""
 
     reason = "CUSTOMER_LIMIT_REACHED"
+
+
+class ShipmentStateConflict(FailedPrecondition):
+    """The shipment's state does not allow the action (already shipped, rejected, cancelled, not paid ...)."""
+
+    reason = "SHIPMENT_STATE"
+
+
+class ReturnNotAllowed(FailedPrecondition):
+    """The return is not possible: the line was not fulfilled, more units than were fulfilled, or its
+    return window has passed."""
+
+    reason = "RETURN_NOT_ALLOWED"
 
 
 class CapabilityMissing(FailedPrecondition):

@@ -196,10 +196,11 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One order line: a SKU and a positive quantity."""
+    """One order line: a SKU, a positive quantity and (for settlement) the unit price in integer cents."""
 
     sku: str
     qty: int
+    unit_price_cents: int = 0
 
 
 def _as_line(obj: Line | tuple[str, int] | Mapping[str, object], i: int) -> Line:
@@ -209,9 +210,9 @@ def _as_line(obj: Line | tuple[str, int] | Mapping[str, object], i: int) -> Line
         if "sku" not in obj or "qty" not in obj:
             raise errors.InvalidOrder(f"line {i} needs 'sku' and 'qty', got {validate.shown(obj)}",
                                       field=f"lines[{i}]")
-        return Line(obj["sku"], obj["qty"])  # type: ignore[arg-type]
+        return Line(obj["sku"], obj["qty"], obj.get("unit_price_cents", 0))  # type: ignore[arg-type]
     if isinstance(obj, Line):
-        return Line(obj.sku, obj.qty)
+        return Line(obj.sku, obj.qty, obj.unit_price_cents)
     # a two-character string would unpack into a SKU and a quantity: a line is never text
     if isinstance(obj, (str, bytes)) or not isinstance(obj, (Sequence, np.ndarray)) or len(obj) != 2:
         raise errors.InvalidOrder(f"line {i} must be Line(sku, qty) or (sku, qty), got {validate.shown(obj)}",
@@ -243,6 +244,13 @@ class Order:
         Farthest fulfilling location allowed (defaults to the policy's).
     excluded_locations : sequence of str
         Locations that must not fulfil this order.
+    coupon_cents : int
+        E-coupon discount on the whole order, in cents (at most the lines' total price); its cost is shared
+        by the attribution rule.
+    attribution : str, optional
+        Key or name of the attribution rule that credits this order's revenue (default: its channel's rule).
+    selling_store : str, optional
+        The store that sold it (an in-store "endless aisle" order); None for an online channel.
 
     Examples
     --------
@@ -259,6 +267,9 @@ class Order:
     max_splits: int | None = None
     max_distance_km: float | None = None
     excluded_locations: tuple[str, ...] = ()
+    coupon_cents: int = 0
+    attribution: str | None = None
+    selling_store: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise cheap-to-fix shapes so that orders compare and hash by value

@@ -139,6 +139,7 @@ class BatchRouting:
     _later_type: Any
     _remembered_type: Any
     _record_type: Any
+    _ships_new: Any
     _begin_command: Callable[[type], float]
     _log: Callable[..., int]
     _wait: Callable[[int], None]
@@ -507,6 +508,7 @@ class BatchRouting:
         sku_ids, record, later, remembered = self._sku_ids, self._record_type, self._later_type, self._remembered_type
         records, order_list, live, expiry = self._records, self._record_order, self._live_orders, self._expiry
         requests, window = self._requests, self._max_request_ids > 0
+        ships_new = self._ships_new
         cost_rows = ship_cost.tolist()
         take_list = takes.tolist()
         cell_list = cells.tolist()
@@ -541,6 +543,7 @@ class BatchRouting:
                 order_list.append(rec)
                 live[oid] = res_id
                 heapq.heappush(expiry, (expires_at, seq, res_id))
+                ships_new(rec, now)
                 answer = later(functools.partial(self._held_answer, order, res_id, ships, expires_at, pol, split[j]))
             if rid is not None and window:
                 requests[rid] = remembered(RouteOrder(order, command.policy, command.ttl), answer, lsn, now)

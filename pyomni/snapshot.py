@@ -58,9 +58,9 @@ __all__ = ["SnapshotData", "write", "read", "latest", "list_snapshots", "prune",
 
 log = logging.getLogger("pyomni.snapshot")
 
-FORMAT_VERSION = 3
-_READS = (2, 3)         # format 2 had no flash sales ("selling")
-_FILES = ("cells", "locations", "skus", "reservations", "requests", "selling")
+FORMAT_VERSION = 4
+_READS = (2, 3, 4)      # format 2 had no flash sales ("selling"), 3 no store operations ("stores")
+_FILES = ("cells", "locations", "skus", "reservations", "requests", "selling", "stores")
 _LOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(Location))
 
 
@@ -85,6 +85,7 @@ class SnapshotData:
     reservations: list[tuple]               # codec-encodable tuples (the engine's record fields)
     requests: list[tuple]                   # (request_id, lsn, at, command, answer)
     selling: dict[str, Any] | None = None   # flash sales and claims (codec-encodable; see pyomni.selling)
+    stores: dict[str, Any] | None = None    # shipments, store rules, facts ... (codec-encodable; pyomni.stores)
 
 
 def list_snapshots(root: str | os.PathLike[str]) -> list[Path]:
@@ -145,6 +146,7 @@ def write(root: str | os.PathLike[str], data: SnapshotData) -> Path:
             "skus": pa.table({"sku": pa.array(data.skus, type=pa.string())}),
             "reservations": pa.table({"record": pa.array(_encoded(data.reservations), type=pa.binary())}),
             "selling": pa.table({"state": pa.array([codec.encode(data.selling or {})], type=pa.binary())}),
+            "stores": pa.table({"state": pa.array([codec.encode(data.stores or {})], type=pa.binary())}),
             "requests": pa.table({
                 "request_id": pa.array([r[0] for r in data.requests], type=pa.string()),
                 "lsn": pa.array([r[1] for r in data.requests], type=pa.int64()),
@@ -206,7 +208,7 @@ def _check(path: Path, manifest: Mapping[str, Any]) -> None:
 
 
 def _files(manifest: Mapping[str, Any]) -> tuple[str, ...]:
-    return _FILES if manifest["format"] >= 3 else _FILES[:-1]
+    return _FILES[:len(_FILES) - max(0, 4 - manifest["format"])]
 
 
 def _read_table(path: Path) -> pa.Table:
@@ -253,7 +255,8 @@ def read(path: str | os.PathLike[str]) -> SnapshotData:
         confirmed=t["locations"].column("confirmed_today").to_numpy(),
         cells=cells, reservations=[codec.decode(b) for b in t["reservations"].column("record").to_pylist()],
         requests=requests,
-        selling=codec.decode(t["selling"].column("state")[0].as_py()) or None if "selling" in t else None)
+        selling=codec.decode(t["selling"].column("state")[0].as_py()) or None if "selling" in t else None,
+        stores=codec.decode(t["stores"].column("state")[0].as_py()) or None if "stores" in t else None)
 
 
 def latest(root: str | os.PathLike[str]) -> SnapshotData | None:

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import pyomni
-from pyomni import errors, journal
+from pyomni import errors, journal, settlement
+from pyomni.fulfilment import OpeningHours, ShipmentState, StoreRules
 from pyomni.model import ReservationState
 
 NET = pyomni.demo_network(stores=20, warehouses=1, skus=30, seed=5)
@@ -44,7 +45,10 @@ def fingerprint(eng: pyomni.Engine, request_ids=()) -> tuple:
     return (cells, eng.reservations(), state.seq, state.lsn, state.held.tolist(), state.confirmed.tolist(),
             state.is_open.tolist(), state.daily_capacity.tolist(), eng.network.ids, eng.skus,
             [eng.remembered(r) for r in request_ids],
-            [(eng.sale_counters(x.id), eng.claims(x.id)) for x in eng.sales()])
+            [(eng.sale_counters(x.id), eng.claims(x.id)) for x in eng.sales()],
+            eng.shipments(open_only=False), eng.order_exceptions(None), eng.returns(), eng.store_seq,
+            eng.settlement_facts().to_pylist(), eng.discrepancies().to_pylist(), eng.store_rules(LOCS[2]),
+            eng.attribution_rule(channel="app"))
 
 
 def crash_image(eng: pyomni.Engine, target: Path) -> Path:
@@ -109,6 +113,35 @@ def workload(eng: pyomni.Engine, clock: FakeClock) -> list[str]:
     eng.update_sale(pyomni.FlashSale("s-1", ("SKU-000004",), now - 1, now + 900, 5, ((LOCS[8], 3), (LOCS[9], 3))),
                     request_id=rid("sale-update"))
     eng.end_sale("s-1", request_id=rid("sale-end"))
+    # store operations: rules, attribution, the life cycle, a rejection, a timeout, not collected, a return
+    eng.set_store_rules(None, StoreRules(OpeningHours(0, 1440), collect_days=1), request_id=rid("store-rules"))
+    eng.set_store_rules(LOCS[2], StoreRules(OpeningHours(540, 1260), answer_s=600), request_id=rid("store-rules-2"))
+    eng.register_attribution_rule(settlement.SPLIT_361, request_id=rid("attribution-1"))
+    eng.set_attribution("app", "split-361", request_id=rid("attribution-app"))
+    s1 = eng.route_order(pyomni.Order("o-s1", [pyomni.Line("SKU-000002", 1, 1999)], coupon_cents=150,
+                                      destination=(float(NET.lat[1]), float(NET.lon[1]))),
+                         ttl=7200, request_id=rid("route-s1"))
+    eng.confirm(s1.reservation_id, request_id=rid("confirm-s1"))
+    first_ship = eng.shipments(order_id="o-s1")[0].id
+    eng.accept_shipment(first_ship, request_id=rid("accept-s1"))
+    moved = eng.reject_shipment(first_ship, "NOT_FOUND", request_id=rid("reject-s1"))
+    assert moved.new_shipments, moved
+    second = moved.new_shipments[0].id
+    eng.pack_shipment(second, request_id=rid("pack-s1"))
+    eng.ship_shipment(second, request_id=rid("ship-s1"))
+    eng.return_line(second, "SKU-000002", 1, location=LOCS[9], request_id=rid("return-s1"))
+    eng.route_order(order("o-s2", "SKU-000002", 1, near=3), ttl=7200, request_id=rid("route-s2"))
+    pick = eng.route_order(pyomni.Order("o-s3", [("SKU-000002", 1)], pickup_location=LOCS[3]), ttl=7200,
+                           request_id=rid("route-s3"))
+    eng.confirm(pick.reservation_id, request_id=rid("confirm-s3"))
+    eng.ready_shipment(eng.shipments(order_id="o-s3")[0].id, request_id=rid("ready-s3"))
+    clock.advance(901)                              # nobody answered o-s2: re-routed by the clock
+    eng.expire_due()
+    assert [s.state for s in eng.shipments(order_id="o-s2", open_only=False)][0] is ShipmentState.REJECTED
+    due = eng.shipments(order_id="o-s3")[0].due_at
+    clock.advance(due - clock() + 1)                # o-s3 was not collected by the end of the day
+    eng.expire_due()
+    assert eng.shipments(order_id="o-s3", open_only=False)[0].state is ShipmentState.NOT_COLLECTED
     return ids
 
 
