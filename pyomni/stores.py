@@ -137,7 +137,7 @@ class _Ship:
     """A shipment as the engine keeps it (mutable, internal; :class:`StoreShipment` is the public copy)."""
 
     __slots__ = ("id", "rid", "order", "loc", "pickup", "state", "created_at", "updated_at", "due_at", "late",
-                 "reason", "note", "skus", "qtys", "fulfilled_at")
+                 "reason", "note", "skus", "qtys", "fulfilled_at", "lines")
 
     def __init__(self, sid: str, rid: str, order: Order, loc: int, pickup: bool, created_at: float,
                  skus: tuple[int, ...], qtys: tuple[int, ...]) -> None:
@@ -156,6 +156,7 @@ class _Ship:
         self.skus = skus            # only the lines this shipment carries (units > 0)
         self.qtys = qtys
         self.fulfilled_at: float | None = None
+        self.lines: tuple[Line, ...] | None = None      # the public lines, built once
 
 
 class StoreSide:
@@ -538,10 +539,10 @@ class StoreSide:
             assert effect is not None
             return self._apply_move(ship, RejectReason(command.reason), command.note, effect, now)
         state = (_PICKUP_NEXT if ship.pickup else _DELIVERY_NEXT)[act][0]
-        self._step(ship, state, now)
+        public = self._step(ship, state, now)
         if state in (_S.SHIPPED, _S.COLLECTED):
             self._fulfil(ship, now)
-        return self._public_ship(ship)
+        return public
 
     def _decide_deadline(self, command: StoreDeadline, now: float) -> tuple[Any, Any]:
         ship = self._ship(command.shipment_id)
@@ -815,7 +816,7 @@ class StoreSide:
             self._store_ticks += 1
             heapq.heappush(self._store_clock, (due, self._store_ticks, ship.id, int(ship.state)))
 
-    def _step(self, ship: _Ship, state: ShipmentState, now: float) -> None:
+    def _step(self, ship: _Ship, state: ShipmentState, now: float) -> StoreShipment:
         """Move a shipment to ``state``: its next deadline, its store's open list and feed."""
         ship.state = state
         ship.updated_at = now
@@ -837,12 +838,14 @@ class StoreSide:
                 self._schedule(ship, rules.hours.closing_after(now, rules.collect_days))
             else:
                 ship.due_at = None
-        self._event(ship, state.name)
+        return self._event(ship, state.name)
 
-    def _event(self, ship: _Ship, kind: str) -> None:
+    def _event(self, ship: _Ship, kind: str) -> StoreShipment:
+        """Put the shipment as it is now on its store's feed; returns that copy (the answer, often)."""
         self._store_seq += 1
         evs = self._events_at.setdefault(ship.loc, [])
-        evs.append((self._store_seq, kind, self._public_ship(ship), self._lsn + 1))     # its command's record
+        public = self._public_ship(ship)
+        evs.append((self._store_seq, kind, public, self._lsn + 1))     # its command's record
         waiting = self._store_waiters.get(ship.loc)
         if waiting:
             for woken in waiting:
@@ -851,6 +854,7 @@ class StoreSide:
             cut = len(evs) - MAX_EVENTS_PER_STORE
             self._floor_at[ship.loc] = evs[cut - 1][0]
             del evs[:cut]
+        return public
 
     # -- fulfilment: the facts settlement is computed from -----------------------------------------
     def _fulfil(self, ship: _Ship, now: float) -> None:
@@ -961,9 +965,12 @@ class StoreSide:
 
     def _public_ship(self, ship: _Ship) -> StoreShipment:
         order = ship.order
+        lines = ship.lines
+        if lines is None:
+            sku_ids = self._sku_ids
+            lines = ship.lines = tuple(Line(sku_ids[s], q) for s, q in zip(ship.skus, ship.qtys))
         return StoreShipment(ship.id, ship.rid, order.id, self._loc_ids[ship.loc], ship.state, ship.pickup,
-                             order.fulfilment, order.channel,                                   # type: ignore[arg-type]
-                             tuple(Line(self._sku_ids[s], q) for s, q in zip(ship.skus, ship.qtys)),
+                             order.fulfilment, order.channel, lines,                           # type: ignore[arg-type]
                              ship.created_at, ship.updated_at, ship.due_at, ship.late, ship.reason, ship.note,
                              order.destination)
 

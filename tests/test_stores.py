@@ -427,3 +427,17 @@ def test_order_money_fields_are_checked_before_routing(eng):
         with pytest.raises(errors.PyomniError):
             eng.route_order(bad)
     assert eng.shipments(open_only=False) == []
+
+
+def test_the_readme_store_example_runs(capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Store operations"):]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md (store operations)", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("ROUTED 900.0") and "SKU-000001', 3)" in out[1]
+    assert out[-1] == "['REJECTED', 'ROUTED', 'REJECTED', 'ROUTED', 'ACCEPTED', 'PACKED', 'SHIPPED']"
+    nets = [int(line.split()[-1]) for line in out[3:-1]]
+    assert sum(nets) == (2 * 19_900 - 2_000) // 2                   # one of the two units came back
