@@ -441,3 +441,75 @@ def test_the_readme_store_example_runs(capsys):
     assert out[-1] == "['REJECTED', 'ROUTED', 'REJECTED', 'ROUTED', 'ACCEPTED', 'PACKED', 'SHIPPED']"
     nets = [int(line.split()[-1]) for line in out[3:-1]]
     assert sum(nets) == (2 * 19_900 - 2_000) // 2                   # one of the two units came back
+
+
+def test_a_double_11_day_settles_to_the_revenue_of_what_shipped_minus_returns():
+    """300 stores, 4,000 orders through a day with the clock running: stores accept after a delay, some reject,
+    some never answer (re-routed by the clock), customers return some units anywhere. At the end the
+    settlement ledger's total is exactly what shipped orders paid minus what came back."""
+    import numpy as np
+
+    rng = np.random.default_rng(1111)
+    net = pyomni.demo_network(stores=300, warehouses=2, skus=40, seed=1111)
+    clock = FakeClock(dt.datetime(2026, 11, 11, 0, 0, tzinfo=CST).timestamp())
+    eng = pyomni.Engine(net, clock=clock, reservation_ttl=3 * 86_400.0)
+    import pyarrow as pa
+    cells = [(loc, sku) for loc in net.ids for sku in net.skus if rng.random() < 0.5]
+    eng.apply_stock_events(pa.table({"location": [c[0] for c in cells], "sku": [c[1] for c in cells],
+                                     "event": ["set"] * len(cells), "qty": rng.integers(1, 8, len(cells))}))
+    eng.set_store_rules(None, StoreRules(OpeningHours(0, 1440)))        # a 24-hour Double 11
+    eng.register_attribution_rule(settlement.SPLIT_361)
+    eng.set_attribution(None, "split-361")
+    prices = {s: int(rng.integers(2_900, 99_900)) for s in net.skus}
+    paid: dict[str, int] = {}
+    orders = pyomni.demo_orders(net, 4000, seed=1111)
+    for n, o in enumerate(orders):
+        clock.advance(20.0)
+        lines = [Line(x.sku, x.qty, prices[x.sku]) for x in o.lines]
+        coupon = int(rng.integers(0, 500)) if rng.random() < 0.3 else 0
+        a = eng.route_order(Order(o.id, lines, destination=o.destination, coupon_cents=coupon, channel="tmall"))
+        if a.reservation_id is None:
+            continue
+        eng.confirm(a.reservation_id)
+        paid[o.id] = sum(x.unit_price_cents * x.qty for x in lines) - coupon
+        if n % 5 == 0:                                   # the stores answer what is open, now and then
+            for ship in eng.shipments():
+                r = rng.random()
+                if r < 0.05:
+                    eng.reject_shipment(ship.id, rng.choice(["NOT_FOUND", "NO_STAFF", "DAMAGED"]))
+                elif r < 0.08:
+                    continue                             # nobody answers: the clock re-routes it
+                elif ship.state is S.ROUTED:
+                    eng.accept_shipment(ship.id)
+                else:
+                    eng.ship_shipment(ship.id)
+    for x in eng.order_exceptions():                     # lines nobody could take: refunded by a person
+        eng.resolve_exception(x.id, note="refunded")
+    for _ in range(3):
+        clock.advance(901)
+        eng.expire_due()
+        for ship in eng.shipments():
+            if ship.state is S.ROUTED:
+                eng.accept_shipment(ship.id)
+            eng.ship_shipment(ship.id)
+    assert eng.shipments() == []
+    eng.check_invariants()
+    facts = eng.settlement_facts().to_pandas()
+    sales = facts[facts.kind == "sale"]
+    # fully shipped orders pay their price minus the coupon; orders with lines nobody could take, the lines shipped
+    exc_orders = {x.order_id for x in eng.order_exceptions(None)}
+    full = sales[~sales.order_id.isin(exc_orders)].groupby("order_id")
+    for oid, rows in full:
+        assert int((rows.gross_cents - rows.coupon_cents).sum()) == paid[oid]
+    # customers return some units anywhere
+    returned = 0
+    for _, row in sales.sample(300, random_state=3).iterrows():
+        k = int(rng.integers(1, row.qty + 1))
+        eng.return_line(row.shipment_id, row.sku, k, location=net.ids[int(rng.integers(0, 300))])
+        returned += k * prices[row.sku]
+    ledger = eng.settlement()
+    shipped_revenue = int((sales.gross_cents - sales.coupon_cents).sum())
+    returns = -int(np.sum(ledger.column("returns_cents").to_numpy()))
+    assert int(np.sum(ledger.column("net_cents").to_numpy())) == shipped_revenue - returns
+    assert 0 < returns <= returned                       # coupons taken back in proportion lower what is repaid
+    assert len(paid) > 3000 and len(exc_orders) < 0.05 * len(paid)      # a few orders ran out of places
