@@ -1049,6 +1049,9 @@ class StoreSide:
                                                     f"{sorted(live)}")
             elif any(s.state not in TERMINAL for s in ships):
                 raise errors.InvariantViolation(f"{rid} is {rec.state.name} with open shipments")
+        for rid, rec in self._records.items():
+            if rec.state in (_HELD, _CONFIRMED) and rec.shipments and rid not in self._ships_of:
+                raise errors.InvariantViolation(f"{rid} holds parcels but has no shipments")
         for fact, units in self._returned.items():
             if not 0 < units <= self._facts[fact][8]:
                 raise errors.InvariantViolation(f"sale fact {fact}: {units} units returned of {self._facts[fact][8]}")
