@@ -1050,13 +1050,10 @@ class Engine(SellingSide, BatchRouting, StoreSide):
         # every location that ever rejected this order stays excluded, however many
         excluded = tuple(sorted(rec.excluded | {loc} | {s[0] for s in others}))
         budget = max(1, p.max_ship - len(others))
-        # decide as if the rejected parcel were already released (its units count for channel limits),
-        # then put the hold back: the decision changes nothing, the effect does it
-        self._change_holds([rejected], 1)
-        try:
-            r = self._decide(p, pol, False, skus, qtys, excluded, budget)
-        finally:
-            self._change_holds([rejected], 0)
+        # decide as if the rejected parcel were already released: its units count for channel limits (the
+        # location itself is excluded). The ledger is not touched: releasing and holding again could fail
+        # the hold's availability check (safety raised since) and lose it
+        r = self._decide(p, pol, False, skus, qtys, excluded, budget, self._freed_by([rejected]))
         if r[0] != 0:
             live = self._allocation(p, pol, r, AllocationStatus.UNFULFILLABLE, skus, qtys)
             return Rerouted(loc, None, live.short_lines), live.explanation
@@ -1377,28 +1374,43 @@ class Engine(SellingSide, BatchRouting, StoreSide):
 
     def _decide(self, p: _ParsedOrder, pol: RoutingPolicy, hold: bool, skus: Sequence[int] | None = None,
                 qtys: Sequence[int] | None = None, excluded: tuple[int, ...] | None = None,
-                max_ship: int | None = None) -> tuple:
+                max_ship: int | None = None, freed: Mapping[int, int] | None = None) -> tuple:
         skus = p.skus if skus is None else skus
         qtys = p.qtys if qtys is None else qtys
         # channel rules are checked before routing: a short line here is a CHANNEL_LIMIT answer
-        short = self._channel_short(p.order.channel, skus, qtys)
+        short = self._channel_short(p.order.channel, skus, qtys, freed)
         if short:
             return ("channel", short)
         return self._router.route(self._policy_arg(pol), p.lat, p.lon, p.pickup, skus, qtys, p.need_cap,
                                   p.max_km, p.excluded if excluded is None else excluded,
                                   p.max_ship if max_ship is None else max_ship, hold)
 
-    def _channel_short(self, channel: str, skus: Sequence[int], qtys: Sequence[int]) -> list[tuple[int, int, int]]:
-        """The lines a channel's rule forbids, as ``(sku, qty, limit)`` (none without a rule)."""
+    def _channel_short(self, channel: str, skus: Sequence[int], qtys: Sequence[int],
+                       freed: Mapping[int, int] | None = None) -> list[tuple[int, int, int]]:
+        """The lines a channel's rule forbids, as ``(sku, qty, limit)`` (none without a rule); ``freed``: units of
+        available-to-sell per SKU to count as if a hold were already released."""
         rule = self._channels.get(channel)
         if rule is None:
             return []
-        limits = [(s, q, rule.limit(self._ledger.sku_totals(s)[2])) for s, q in zip(skus, qtys)]
+        more = freed or {}
+        limits = [(s, q, rule.limit(self._ledger.sku_totals(s)[2] + more.get(s, 0))) for s, q in zip(skus, qtys)]
         shown = self._feed_shown.get(channel)
         if shown is not None:       # never more than the channel's feed told it (see pyomni.feeds)
             limits = [(s, q, min(lim, int(shown[s])) if s < len(shown) and shown[s] >= 0 else lim)
                       for s, q, lim in limits]
         return [x for x in limits if x[1] > x[2]]
+
+    def _freed_by(self, ships: Iterable[tuple]) -> dict[int, int]:
+        """Per SKU, what releasing these held shipments would add to the network's available-to-sell (each cell's
+        available is on-hand - reserved - safety, never below 0), computed without touching the ledger."""
+        freed: dict[int, int] = {}
+        for ship in ships:
+            for s, t in zip(ship[5], ship[3]):
+                if t:
+                    on_hand, reserved, safety = self._ledger.cell(ship[0], s)
+                    gain = max(0, on_hand - reserved + t - safety) - max(0, on_hand - reserved - safety)
+                    freed[s] = freed.get(s, 0) + gain
+        return freed
 
     def _explain(self, pol: RoutingPolicy, r: tuple) -> Explanation:
         """The router's account of a decision, built only if somebody reads it."""

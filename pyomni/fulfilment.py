@@ -79,9 +79,10 @@ TERMINAL = frozenset({ShipmentState.SHIPPED, ShipmentState.COLLECTED, ShipmentSt
 class RejectReason(enum.IntEnum):
     """Why a store gave a shipment back, and what that does to its stock (never renumber).
 
-    ``NOT_FOUND``: the units are not on the shelf: the cells' on-hand drops to what other orders already
-    hold there (0 unless someone else holds units) and the difference is recorded as an inventory
-    discrepancy. ``DAMAGED``: the shipment's units are written off (on-hand minus the units, recorded as a
+    ``NOT_FOUND``: the units are not on the shelf: at a store the cells' on-hand drops to what other
+    orders already hold there (0 unless someone else holds units), at a warehouse or dark store by the
+    parcel's units (its cycle count finds the rest); either way the difference is recorded as an
+    inventory discrepancy. ``DAMAGED``: the shipment's units are written off (on-hand minus the units, recorded as a
     discrepancy). The others change no stock: the units are free to sell again. ``TIMEOUT`` comes only from
     the clock. Every reason excludes the store from the order for good and re-routes the lines.
     """

@@ -180,6 +180,7 @@ class StoreSide:
     _allocation: Callable[..., Any]
     _take: Callable[..., list[tuple]]
     _change_holds: Callable[..., None]
+    _freed_by: Callable[..., dict[int, int]]
     _end: Callable[..., None]
     _wait: Callable[[int], None]
     _journal: Any
@@ -665,14 +666,10 @@ class StoreSide:
             return Rerouted(loc, None, short), None
         excluded = tuple(sorted(rec.excluded | ({loc} if loc >= 0 else set()) | {s[0] for s in others}))
         budget = max(1, p.max_ship - len(others))
-        freed = [self._ship_tuple(rec, ship)] if rec.state is _HELD and ship is not None else []
-        if freed:                                       # its units count as free for channel limits
-            self._change_holds(freed, 1)
-        try:
-            r = self._decide(p, pol, False, skus, qtys, excluded, budget)
-        finally:
-            if freed:
-                self._change_holds(freed, 0)
+        # a held parcel's units count as released for channel limits (the ledger is not touched: see
+        # Engine._decide_reroute); a confirmed one's are off the shelf until the rejection puts them back
+        freed = self._freed_by([self._ship_tuple(rec, ship)]) if rec.state is _HELD and ship is not None else None
+        r = self._decide(p, pol, False, skus, qtys, excluded, budget, freed)
         if r[0] != 0:
             live = self._allocation(p, pol, r, AllocationStatus.UNFULFILLABLE, skus, qtys)
             return Rerouted(loc, None, live.short_lines), None
@@ -711,13 +708,16 @@ class StoreSide:
     def _stock_effect(self, ship: _Ship, reason: RejectReason, now: float) -> tuple[tuple[str, str, int], ...]:
         lost = []
         loc_id = self._loc_ids[ship.loc]
+        # a store that cannot find an item has none of it; a warehouse misses the parcel's units (its cycle
+        # count finds the rest), so NOT_FOUND there writes off what the parcel asked for
+        shelf = int(self._net.kind[ship.loc]) == int(LocationKind.STORE)
         for s, t in zip(ship.skus, ship.qtys):
-            if reason is RejectReason.NOT_FOUND:
+            if reason is RejectReason.NOT_FOUND and shelf:
                 on_hand, reserved, _ = self._ledger.cell(ship.loc, s)
                 units = on_hand - reserved
                 if units > 0:
                     self._check(self._ledger.apply_event(ship.loc, s, _EV_SET, reserved, -1))
-            elif reason is RejectReason.DAMAGED:
+            elif reason in (RejectReason.DAMAGED, RejectReason.NOT_FOUND):
                 units = t
                 self._check(self._ledger.apply_event(ship.loc, s, _EV_ADJUST, -t, -1))
             else:

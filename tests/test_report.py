@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from matplotlib.image import imread
 
 from pyomni import errors
 from pyomni.cli import main
-from pyomni.sim import preset, simulate
-from pyomni.sim.report import metrics_document, write_report
+from pyomni.sim import preset, report, simulate
+from pyomni.sim.plots import answer_time_figure, settlement_figure
+from pyomni.sim.report import format_yuan, metrics_document, write_report
 from pyomni.sim.sweep import parse_grid, run_sweep
 
 TINY_ARGS = ["--preset", "small", "--stores", "15", "--orders", "250", "--hours", "30", "--quiet"]
@@ -30,7 +34,7 @@ def _run(argv: list[str]) -> int:
 
 def test_report_files_are_written_and_readable(result, tmp_path):
     paths = write_report([result], tmp_path / "out")
-    assert set(paths) == {"metrics", "series", "store_load", "orders", "shipments", "html"}
+    assert set(paths) == {"metrics", "series", "store_load", "orders", "shipments", "settlement", "html"}
     for path in paths.values():
         assert path.exists() and path.stat().st_size > 0
     doc = json.loads(paths["metrics"].read_text())
@@ -42,17 +46,69 @@ def test_report_files_are_written_and_readable(result, tmp_path):
     series = pq.read_table(paths["series"])
     assert series.num_rows == 30
     assert pq.read_table(paths["store_load"]).num_rows == 15 + result.scenario.warehouses
+    settlement = pq.read_table(paths["settlement"])
+    assert settlement.column("policy").unique().to_pylist() == ["greedy"]
+    assert sum(settlement.column("net_cents").to_pylist()) == doc["policies"]["greedy"]["metrics"][
+        "settlement_total_cents"] > 0
+    shipments = pq.read_table(paths["shipments"])
+    assert {"shipment_id", "replaces", "answer_min", "outcome", "reject_reason", "final_location"} <= set(
+        shipments.column_names)
 
 
 def test_html_embeds_every_figure(result, tmp_path):
     html = write_report([result], tmp_path)["html"].read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 4  # comparison, backlog, store load, one map per policy
+    assert len(images) == 6  # comparison, backlog, store load, one map per policy, answer times, settlement
     for data in images:
-        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
-    for title in ("Policies compared", "Backlog over time", "Store load distribution", "Map of stores and flows"):
+        png = base64.b64decode(data)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = imread(io.BytesIO(png))
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 500 and pixels[..., :3].std() > 0.05  # drawn, not blank
+    for title in ("Policies compared", "Backlog over time", "Store load distribution", "Map of stores and flows",
+                  "Store operations", "Answer times and re-routes", "Settlement by store", "Net settlement per store"):
         assert title in html
     assert f"{result.metrics['fill_rate']:.1%}" in html
+
+
+def test_store_operations_and_settlement_sections(result, tmp_path, monkeypatch):
+    top = 5                         # fewer than the scenario's 15 stores, so the others are summed in one row
+    monkeypatch.setattr(report, "SETTLEMENT_TOP", top)
+    html = write_report([result], tmp_path)["html"].read_text()
+    ops = html[html.index("<h2>Store operations"):html.index("<h2>Settlement by store")]
+    m = result.metrics
+    for label, value in (("re-routes / 100 orders", f"{m['reroutes_per_100_orders']:.1f}"),
+                         ("store parcels rejected", f"{m['rejected_share']:.1%}"),
+                         ("store parcels timed out", f"{m['timed_out_share']:.1%}"),
+                         ("store answer p50 min", f"{m['answer_p50_min']:.1f}"),
+                         ("store answer p95 min", f"{m['answer_p95_min']:.1f}")):
+        assert re.search(rf"<td>{re.escape(label)}</td><td>{re.escape(value)}</td>", ops), label
+    money = html[html.index("<h2>Settlement by store"):html.index("<h2>Optimiser calls")]
+    rows = re.findall(r"<tr(?: class=\"total\")?><td>([^<]*)</td>", money)
+    stores = [x for x in result.settlement.to_pylist() if x["kind"] == "store"]
+    assert rows[:top] == [x["party"] for x in stores[:top]]        # the top stores by net, in order
+    assert {"HQ", "channel:app", "all parties"} <= set(rows)
+    assert f"{len(stores) - top} other stores" in rows
+    assert f"top {top} stores by net" in money
+    total = format_yuan(m["settlement_total_cents"])
+    assert re.fullmatch(r"¥\d{1,3}(,\d{3})+\.\d\d", total) and f"<td>{total}</td>" in money  # thousands separators
+
+
+def test_store_figures_show_what_they_say(result):
+    ecdf, reasons = answer_time_figure([result]).axes
+    limit = result.scenario.answer_limit_minutes
+    assert any(list(line.get_xdata()) == [limit, limit] for line in ecdf.get_lines())      # the limit is marked
+    assert ecdf.get_xlabel().startswith("answer time (minutes") and ecdf.get_ylabel()
+    curve = ecdf.get_lines()[0].get_ydata()
+    assert 0.5 < curve.max() < 1.0                                   # levels off below 1: the timed-out share
+    assert reasons.get_xlabel() == "re-routed parcels per 100 orders"
+    total = sum(p.get_width() for p in reasons.patches)
+    assert total == pytest.approx(result.metrics["reroutes_per_100_orders"])
+    (bars,) = settlement_figure([result], top=10).axes
+    widths = [p.get_width() for p in bars.patches]
+    nets = [x["net_cents"] for x in result.settlement.to_pylist() if x["kind"] == "store"][:10]
+    assert widths == nets and widths == sorted(widths, reverse=True)
+    assert [t.get_text() for t in bars.get_xticklabels()][0].startswith("¥")
+    assert np.all(np.diff([t.get_position()[0] for t in bars.get_xticklabels()]) > 0)
 
 
 def test_json_has_no_nan(result):
@@ -73,14 +129,16 @@ def test_a_report_refuses_mixed_or_repeated_results(result):
 
 def test_simulate_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "report"
-    assert _run(["simulate", *TINY_ARGS, "--policies", "greedy", "--out", str(out), "--seed", "3"]) == 0
+    assert _run(["simulate", *TINY_ARGS, "--policies", "greedy", "--out", str(out), "--seed", "3",
+                 "--attribution", "regional"]) == 0
     for name in ("metrics.json", "series.parquet", "store_load.parquet", "orders.parquet", "shipments.parquet",
-                 "report.html"):
+                 "settlement.parquet", "report.html"):
         assert (out / name).stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "fill rate" in printed and "greedy" in printed
+    assert "fill rate" in printed and "greedy" in printed and "re-routes / 100 orders" in printed
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["scenario"]["seed"] == 3 and doc["scenario"]["orders"] == 250
+    assert doc["policies"]["greedy"]["metrics"]["attribution_rule"] == "regional-by-stock@1"
 
 
 def test_simulate_command_with_every_policy(tmp_path):
@@ -152,6 +210,7 @@ def test_grid_out_of_range_fails_before_running():
     (["simulate", "--preset", "nope", "--out", "x"], "preset"),
     (["simulate", "--preset", "small", "--hours", "-1", "--out", "x"], "hours"),
     (["simulate", "--preset", "small", "--policies", "greedy,fastest", "--out", "x"], "policies"),
+    (["simulate", "--preset", "small", "--attribution", "loudest", "--out", "x"], "attribution"),
     (["sweep", "--preset", "small", "--grid", "safety:0,1", "--out", "x"], "grid"),
     (["sweep", "--preset", "small", "--grid", "safety=0", "--backend", "cloud", "--out", "x"], "backend"),
     (["sweep", "--preset", "small", "--grid", "safety=0", "--workers", "0", "--out", "x"], "workers"),

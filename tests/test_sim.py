@@ -1,8 +1,9 @@
-"""The peak simulation: invariants, determinism, policies, metrics and bad input.
+"""The peak simulation: invariants, determinism, policies, metrics, store operations, settlement and bad input.
 
 Scenarios here are the ``small`` preset cut down further (tens of stores,
 hundreds of orders) so the whole file runs in seconds; the batch policies
 run only when :mod:`pyomni.optimize` imports, with a one-second solver limit.
+Store operations are on, as in the presets, unless a test turns them off.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import pyarrow.compute as pc
 import pytest
 
 from pyomni import errors
+from pyomni.fulfilment import OpeningHours
 from pyomni.sim import (
     PRESETS,
     TERMINAL_STATES,
     OrderState,
+    ParcelOutcome,
     Scenario,
     build_world,
     compare_policies,
@@ -26,9 +29,12 @@ from pyomni.sim import (
     preset,
     simulate,
 )
+from pyomni.sim.simulation import REJECT_REASONS, opening_seconds
 from pyomni.sim.world import arrival_times
 
 TINY = dict(stores=20, warehouses=2, skus=120, orders=600, hours=36)
+#: stores answer at once and take everything: the simulation as it was before store operations
+NO_STORE_OPS = dict(answer_minutes=0.0, reject_share=0.0, no_answer_share=0.0)
 TERMINAL_NAMES = {s.name for s in TERMINAL_STATES}
 
 
@@ -62,7 +68,7 @@ def test_every_order_ends_in_exactly_one_terminal_state(greedy_result, tiny):
 
 def test_units_are_conserved(greedy_result):
     st = greedy_result.stock
-    assert st["opening"] + st["received"] == st["shipped"] + st["closing"]
+    assert st["opening"] + st["received"] == st["shipped"] + st["closing"] + st["written_off"]
     assert st["shipped"] == pc.sum(greedy_result.orders.column("units_shipped")).as_py() > 0
     assert st["closing_reserved"] == st["held_for_backlog"]
 
@@ -98,8 +104,10 @@ def test_same_seed_same_run(tiny, greedy_result):
     again = simulate(tiny, "greedy")
     assert again.orders.equals(greedy_result.orders)
     assert again.shipments.equals(greedy_result.shipments)
+    assert again.settlement.equals(greedy_result.settlement)
     strip = lambda m: {k: v for k, v in m.items() if k != "wall_time_s"}  # noqa: E731
     assert strip(again.metrics) == strip(greedy_result.metrics)
+    assert greedy_result.metrics["reroutes"] > 0      # the run draws store answers, and draws them the same
 
 
 def test_another_seed_another_run(tiny, greedy_result):
@@ -125,8 +133,9 @@ def test_metrics_are_sane(greedy_result, tiny):
 
 
 def test_greedy_with_ample_stock_and_capacity_fills_everything():
+    # (with store operations a rejected line may find no other location: a SKU is stocked at a few only)
     s = preset("small", **{**TINY, "orders": 400}, stock_multiplier=40.0, cancel_rate=0.0, capacity=500,
-               warehouse_capacity=5000)
+               warehouse_capacity=5000, **NO_STORE_OPS)
     m = simulate(s, "greedy").metrics
     assert m["fill_rate"] == 1.0 and m["order_fill_rate"] == 1.0
     assert m["stockout_orders"] == 0 and m["backlog_orders"] == 0
@@ -197,6 +206,148 @@ def test_compare_policies_shares_one_world(tiny):
     assert results[0].orders.column("arrival_h").equals(simulate(tiny).orders.column("arrival_h"))
 
 
+# -- store operations ------------------------------------------------------------------
+def _parcels(result):
+    return result.shipments.to_pandas()
+
+
+def test_without_store_operations_the_run_is_the_one_before_them():
+    # Recorded from the simulation before store operations existed (commit 01a7bcf), same scenario and seed.
+    # Only the cost model's low-stock penalty moves, a little: cancellations now come at their own time in the
+    # step, not after all of its arrivals, so a later order of the step sees the stock a cancellation freed.
+    r = simulate(preset("small", **TINY, **NO_STORE_OPS), "greedy")
+    m = r.metrics
+    assert m["fill_rate"] == 0.985632183908046 and m["order_fill_rate"] == 0.988135593220339
+    assert (m["shipped_orders"], m["stockout_orders"], m["backlog_orders"]) == (583, 7, 0)
+    assert m["split_rate"] == pytest.approx(1.1063464837049743, rel=1e-12)
+    assert m["mean_km"] == pytest.approx(784.5244196448823, rel=1e-12)
+    assert m["hours_to_clear"] == 32.75
+    assert m["total_cost"] == pytest.approx(25632.74521293202, rel=1e-5)
+    # every store took every parcel the moment it could (stores at night: when they opened)
+    parcels = _parcels(r)
+    assert m["reroutes"] == 0 and parcels.replaces.isna().all()
+    assert set(parcels.outcome) <= {"accepted", "cancelled"}
+    assert (parcels.answer_min.dropna() == 0).all() and m["answer_p95_min"] == 0.0
+    assert r.stock["written_off"] == 0
+
+
+def test_rejected_and_timed_out_parcels_are_re_routed_and_no_order_is_lost(greedy_result, tiny):
+    parcels = _parcels(greedy_result)
+    orders = greedy_result.orders.to_pandas().set_index("order_id")
+    gone = parcels[parcels.outcome.isin(["rejected", "timed_out"])]
+    assert (gone.outcome == "rejected").any() and (gone.outcome == "timed_out").any()
+    assert set(gone.reject_reason) <= {r.name for r, _ in REJECT_REASONS} | {"TIMEOUT"}
+    assert (gone[gone.outcome == "timed_out"].reject_reason == "TIMEOUT").all()
+    # a replacement picks up where its parcel ended, for the same order, elsewhere
+    replaced = parcels[parcels.replaces.notna()].merge(parcels, left_on="replaces", right_on="shipment_id",
+                                                       suffixes=("", "_old"))
+    assert len(replaced) and (replaced.order_id == replaced.order_id_old).all()
+    assert np.allclose(replaced.routed_h, replaced.ended_h_old)
+    assert (replaced.location != replaced.location_old).all()
+    # every re-routed line went somewhere, or its order was refunded and ended STOCKOUT with the reason
+    for _, parcel in gone.iterrows():
+        order = orders.loc[parcel.order_id]
+        if order.state == "SHIPPED":
+            assert parcel.final_location is not None and parcel.location not in parcel.final_location.split("+")
+        elif order.state == "STOCKOUT":
+            assert order.reason is not None
+    refunded = orders[orders.reason.fillna("").str.endswith("no other location can take it")]
+    assert (refunded.state == "STOCKOUT").all() and len(refunded) == greedy_result.metrics["refunded_orders"]
+    # re-routes per order add up; a shipped order's final parcels were all accepted and picked
+    assert orders.reroutes.sum() == len(gone[gone.order_id.isin(orders.index)])
+    final = parcels[parcels.order_id.map(orders.state) == "SHIPPED"]
+    final = final[final.final_location == final.location]
+    assert (final.outcome == "accepted").all() and final.picked_h.notna().all()
+    assert (final.groupby("order_id").size() == orders[orders.state == "SHIPPED"].parcels).all()
+    m = greedy_result.metrics
+    assert m["reroutes_per_100_orders"] > 0 and 0 < m["orders_rerouted_share"] < 0.5
+    assert 0 < m["rejected_share"] < 0.15 and 0 < m["timed_out_share"] < 0.15
+
+
+def test_timeouts_come_at_the_answer_limit_in_opening_hours_and_answers_before_it(greedy_result, tiny):
+    parcels = _parcels(greedy_result)
+    limit_s = tiny.answer_limit_minutes * 60
+    store_hours = OpeningHours(tiny.store_hours[0] * 60, tiny.store_hours[1] * 60, utc_offset_minutes=0)
+    at_stores = parcels[parcels.location_kind == "store"]
+    timed_out = at_stores[at_stores.outcome == "timed_out"]
+    assert len(timed_out)
+    for routed, ended in zip(timed_out.routed_h * 3600, timed_out.ended_h * 3600, strict=True):
+        assert ended == pytest.approx(store_hours.advance(routed, limit_s), abs=1e-6)   # at the limit, on time
+        assert opening_seconds(store_hours, routed, ended) == pytest.approx(limit_s, abs=1e-6)
+    answered = at_stores[at_stores.outcome.isin(["accepted", "rejected"])]
+    assert (answered.answer_min < tiny.answer_limit_minutes).all() and (answered.answer_min >= 0).all()
+    assert answered.answer_min.median() == pytest.approx(tiny.answer_minutes, rel=0.5)
+    # warehouses answer through their system, at once, and take everything
+    at_warehouses = parcels[parcels.location_kind == "warehouse"]
+    assert set(at_warehouses.outcome) <= {"accepted", "cancelled"} and (at_warehouses.answer_min.dropna() == 0).all()
+    # an order's first answer is one of its parcels' answer times
+    orders = greedy_result.orders.to_pandas()
+    assert orders.first_answer_min.dropna().between(0, tiny.answer_limit_minutes).all()
+
+
+def test_a_parcel_is_picked_only_after_its_store_accepted_it(greedy_result):
+    parcels = _parcels(greedy_result)
+    picked = parcels[parcels.picked_h.notna()]
+    assert (picked.outcome == "accepted").all()
+    assert (picked.picked_h >= picked.answered_h - 1e-9).all()
+
+
+def test_the_settlement_is_what_the_customers_paid_to_the_cent(greedy_result, tiny):
+    world = build_world(tiny)
+    shipped = [i for i, s in enumerate(greedy_result.orders.column("state").to_pylist()) if s == "SHIPPED"]
+    paid = sum(sum(x.unit_price_cents * x.qty for x in world.orders[i].lines) - world.orders[i].coupon_cents
+               for i in shipped)
+    net = greedy_result.settlement.column("net_cents").to_pylist()
+    assert sum(net) == paid == greedy_result.metrics["settlement_total_cents"]
+    assert greedy_result.metrics["coupon_cents"] > 0
+    # split-361: the channel earns 30 % of the gross, HQ bears the coupons
+    table = greedy_result.settlement.to_pandas().set_index("party")
+    gross = sum(sum(x.unit_price_cents * x.qty for x in world.orders[i].lines) for i in shipped)
+    assert abs(table.loc["channel:app"].revenue_cents - 0.3 * gross) <= len(shipped) * 3
+    assert table.loc["HQ"].net_cents == -greedy_result.metrics["coupon_cents"]
+    # the check itself fails on a cent missing
+    broken = greedy_result.settlement.set_column(
+        greedy_result.settlement.schema.get_field_index("net_cents"), "net_cents",
+        [np.array(net, dtype=np.int64) - np.eye(1, len(net), 0, dtype=np.int64)[0]])
+    with pytest.raises(errors.InvariantViolation, match="settlement"):
+        dataclasses.replace(greedy_result, settlement=broken).check_invariants()
+
+
+@pytest.mark.parametrize("rule", ["fulfiller", "regional"])
+def test_the_attribution_rule_decides_who_earns(rule):
+    world = build_world(preset("small", **TINY, attribution=rule))
+    r = simulate(world, "greedy")
+    table = r.settlement.to_pandas().set_index("party")
+    parcels = _parcels(r)
+    shipped = parcels[(parcels.order_id.map(r.orders.to_pandas().set_index("order_id").state) == "SHIPPED")
+                      & (parcels.final_location == parcels.location)]
+    if rule == "fulfiller":
+        assert r.metrics["attribution_rule"] == "fulfiller@1"
+        earned = shipped.groupby("location").gross_cents.sum()
+        assert (table.loc[earned.index].net_cents == earned).all()    # each location earns what it shipped
+    else:
+        assert r.metrics["attribution_rule"] == "regional-by-stock@1"
+        regional = {store for _, store in world.regional_stores}
+        credited = table[table.revenue_cents > 0]
+        assert set(credited.kind) == {"store"}                        # neither the channel nor the warehouses
+        assert credited.loc[credited.index.isin(regional)].revenue_cents.sum() >= 0.9 * credited.revenue_cents.sum()
+    assert table.loc["HQ"].net_cents == -r.metrics["coupon_cents"]
+
+
+def test_heavy_rejection_keeps_every_order_and_every_cent():
+    # half the store parcels refused or ignored: long re-route chains, refunds, shelves emptied by NOT_FOUND
+    r = simulate(preset("small", **{**TINY, "orders": 300}, reject_share=0.3, no_answer_share=0.2), "greedy")
+    m = r.metrics                      # simulate() checked the invariants: states, units, settlement
+    assert m["refunded_orders"] > 0 and r.stock["written_off"] > 0
+    assert m["rejected_share"] > 0.15 and m["timed_out_share"] > 0.1
+    chains = _parcels(r).groupby("order_id").size()
+    assert chains.max() >= 3
+
+
+def test_parcel_outcomes_are_named_in_the_table():
+    assert [o.name.lower() for o in ParcelOutcome] == ["waiting", "accepted", "rejected", "timed_out", "cancelled"]
+
+
 # -- batch policies (need pyomni.optimize) ---------------------------------------------
 @pytest.mark.parametrize("policy", ["micro_batch", "batch"])
 def test_batch_policies_keep_the_invariants(policy):
@@ -255,9 +406,11 @@ def test_a_round_without_a_plan_from_the_solvers_applies_the_routers_plan(monkey
 
 def test_the_business_day_turns_at_the_cut_off():
     # one shipping store, far more orders than its daily capacity: the orders it cannot take wait, and the
-    # capacity they wait for comes back at the carrier cut-off (orders after it are picked the next day)
+    # capacity they wait for comes back at the carrier cut-off (orders after it are picked the next day).
+    # Without store operations: a rejected order gives its slot of the day back to a waiting one.
     s = preset("small", stores=6, warehouses=0, skus=20, ship_from_store=1, capacity=20, orders=120, density=1.0,
-               stock_multiplier=50.0, max_lines=1, cancel_rate=0.0, hours=48, demand_hours=12, replenish_share=0.0)
+               stock_multiplier=50.0, max_lines=1, cancel_rate=0.0, hours=48, demand_hours=12, replenish_share=0.0,
+               **NO_STORE_OPS)
     orders = simulate(s, "greedy").orders.to_pandas()
     waited = orders[orders.decided_h > orders.arrival_h + 1e-9]
     assert len(waited) > 0
@@ -291,6 +444,12 @@ def test_store_utilisation_is_the_busiest_day_against_capacity(tiny):
     (lambda: preset("small", no_such_field=1), "no_such_field"),
     (lambda: preset("small", demand_hours=60), "demand_hours"),
     (lambda: preset("small", piece_orders=0), "piece_orders"),
+    (lambda: preset("small", reject_share=1.5), "reject_share"),
+    (lambda: preset("small", reject_share=0.6, no_answer_share=0.5), "no_answer_share"),
+    (lambda: preset("small", answer_minutes=-1.0), "answer_minutes"),
+    (lambda: preset("small", answer_limit_minutes=0.0), "answer_limit_minutes"),
+    (lambda: preset("small", attribution="loudest"), "attribution"),
+    (lambda: preset("small", coupon_share=2.0), "coupon_share"),
     (lambda: parse_policies("greedy,teleport"), "policies"),
     (lambda: simulate(preset("small", orders=10), "teleport"), "policies"),
 ])

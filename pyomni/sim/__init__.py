@@ -8,13 +8,17 @@ customers. :func:`simulate` then steps a clock through the horizon with one
 :class:`pyomni.Engine` as the single source of truth for stock: a policy
 (:mod:`pyomni.sim.policies`: real-time ``greedy`` through ``route_order``, or
 ``micro_batch`` / ``batch`` through :func:`pyomni.optimize.optimize_backlog`)
-decides, the engine holds the stock, stores pick within their hourly
-capacity, customers cancel, stores are replenished. A
-:class:`SimulationResult` holds Arrow tables (orders, parcels, hourly series,
-store load) and flat metrics; :mod:`pyomni.sim.report` writes them as JSON,
-Parquet and an HTML report with plots; :mod:`pyomni.sim.sweep` runs grids of
-what-if scenarios in parallel processes or on Ray; :mod:`pyomni.sim.cli`
-adds ``pyomni simulate`` and ``pyomni sweep``.
+decides, the engine holds the stock, stores answer each parcel in their own
+time -- accepting it, rejecting it or staying silent until the engine's
+answer limit re-routes it -- and pick what they accepted within their hourly
+capacity, customers cancel, stores are replenished, and the engine settles
+every shipped line among stores, channel and HQ by the scenario's
+attribution rule. A :class:`SimulationResult` holds Arrow tables (orders,
+parcels, hourly series, store load, settlement per party) and flat metrics;
+:mod:`pyomni.sim.report` writes them as JSON, Parquet and an HTML report
+with plots; :mod:`pyomni.sim.sweep` runs grids of what-if scenarios in
+parallel processes or on Ray; :mod:`pyomni.sim.cli` adds ``pyomni simulate``
+and ``pyomni sweep``.
 
 Examples
 --------
@@ -25,8 +29,8 @@ Examples
 """
 
 from .policies import POLICY_NAMES, Batch, Greedy, MicroBatch, make_policy, parse_policies
-from .results import TERMINAL_STATES, OrderState, SimulationResult
-from .scenario import DOUBLE11_PROFILE, PRESETS, TUNABLE_FIELDS, Scenario, preset
+from .results import TERMINAL_STATES, OrderState, ParcelOutcome, SimulationResult
+from .scenario import ATTRIBUTIONS, DOUBLE11_PROFILE, PRESETS, TUNABLE_FIELDS, Scenario, preset
 from .simulation import compare_policies, simulate
 from .world import World, build_world
 
@@ -42,7 +46,9 @@ __all__ = [
     "compare_policies",
     "SimulationResult",
     "OrderState",
+    "ParcelOutcome",
     "TERMINAL_STATES",
+    "ATTRIBUTIONS",
     "Greedy",
     "MicroBatch",
     "Batch",

@@ -71,13 +71,16 @@ def _scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orders", type=int, default=None, help="orders arriving over the demand period")
     parser.add_argument("--hours", type=int, default=None, help="simulated horizon in hours")
     parser.add_argument("--seed", type=int, default=None, help="seed of every random draw")
+    parser.add_argument("--attribution", default=None,
+                        help="revenue attribution rule: fulfiller, split-361 (the presets' default) or regional")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _scenario(args: argparse.Namespace) -> Any:
     from .scenario import preset
 
-    return preset(args.preset, stores=args.stores, orders=args.orders, hours=args.hours, seed=args.seed)
+    return preset(args.preset, stores=args.stores, orders=args.orders, hours=args.hours, seed=args.seed,
+                  attribution=args.attribution)
 
 
 def run_simulate(args: argparse.Namespace) -> int:

@@ -21,11 +21,16 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from .results import SimulationResult
 
 __all__ = ["comparison_figure", "store_load_figure", "flow_map_figure", "backlog_figure", "sweep_figure",
-           "figure_png", "COMPARED_METRICS"]
+           "answer_time_figure", "settlement_figure", "figure_png", "COMPARED_METRICS", "REROUTE_REASONS",
+           "yuan_axis_label"]
+
+#: Why parcels were re-routed, in the order the answer-time figure stacks them.
+REROUTE_REASONS = ("NOT_FOUND", "NO_STAFF", "DAMAGED", "OVER_CAPACITY", "TIMEOUT")
 
 #: Metrics drawn in the policy comparison: key, label.
 COMPARED_METRICS = (
@@ -236,4 +241,130 @@ def sweep_figure(rows: Sequence[dict], metrics: Sequence[tuple[str, str]] = (
     axes[0].legend()
     axes[-1].set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     fig.suptitle("what-if sweep")
+    return fig
+
+
+def answer_time_figure(results: Sequence[SimulationResult]) -> Figure:
+    """How fast stores answered: the ECDF of answer times per policy, and the re-routes by reason.
+
+    The ECDF runs over the parcels stores answered or let time out, in
+    minutes of opening hours (the minutes the answer limit counts); a
+    parcel that timed out never answers, so each curve levels off below 1 by
+    the timed-out share. The answer limit is the dashed line.
+
+    Examples
+    --------
+    >>> from pyomni.sim import preset, simulate
+    >>> fig = answer_time_figure([simulate(preset("small", orders=80, stores=10, hours=24))])
+    >>> [ax.get_xlabel() for ax in fig.axes]
+    ['answer time (minutes of opening hours)', 're-routed parcels per 100 orders']
+    """
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    ecdf_ax, reason_ax = fig.subplots(1, 2, width_ratios=(1.6, 1))
+    limit = results[0].scenario.answer_limit_minutes if results else 15.0
+    right = limit * 1.25
+    for colour, r in zip(_COLOURS, results, strict=False):
+        ships = r.shipments
+        store = np.array([k == "store" for k in ships.column("location_kind").to_pylist()], dtype=bool)
+        outcome = np.array(ships.column("outcome").to_pylist(), dtype=object)
+        answered = store & np.isin(outcome, ["accepted", "rejected"])
+        judged = int((answered | (store & (outcome == "timed_out"))).sum())
+        if not judged:
+            continue
+        minutes = np.sort(ships.column("answer_min").to_numpy(zero_copy_only=False)[answered])
+        share = np.arange(1, len(minutes) + 1) / judged
+        timed_out = float((store & (outcome == "timed_out")).sum()) / judged
+        label = (f"{r.policy}: p95 {np.percentile(minutes, 95):.1f} min, {timed_out:.1%} timed out"
+                 if len(minutes) else r.policy)
+        ecdf_ax.step(np.r_[0.0, minutes, right], np.r_[0.0, share, share[-1] if len(share) else 0.0], where="post",
+                     color=colour, linewidth=1.8, label=label)
+    ecdf_ax.axvline(limit, color="#444444", linestyle="--", linewidth=1.2)
+    ecdf_ax.annotate(f"answer limit {limit:g} min: silence times out and is re-routed", (limit, 0.04),
+                     xytext=(-6, 0), textcoords="offset points", ha="right", fontsize=8, color="#444444")
+    ecdf_ax.set_xlim(0, right)
+    ecdf_ax.set_ylim(0, 1.02)
+    ecdf_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ecdf_ax.set_xlabel("answer time (minutes of opening hours)")
+    ecdf_ax.set_ylabel("store parcels answered within")
+    ecdf_ax.set_title("how fast stores answer a new parcel")
+    ecdf_ax.grid(alpha=0.3)
+    ecdf_ax.legend(loc="center right", fontsize=8, title="store answers", title_fontsize=8)
+
+    y = np.arange(len(results))
+    left = np.zeros(len(results))
+    reason_colours = ("#8c564b", "#9467bd", "#e377c2", "#bcbd22", "#7f7f7f")
+    for reason, colour in zip(REROUTE_REASONS, reason_colours, strict=True):
+        per_100 = []
+        for r in results:
+            live = sum(s != "CANCELLED" for s in r.orders.column("state").to_pylist())
+            count = sum(x == reason for x in r.shipments.column("reject_reason").to_pylist())
+            per_100.append(100.0 * count / live if live else 0.0)
+        reason_ax.barh(y, per_100, left=left, color=colour, label=reason.lower().replace("_", " "))
+        left += np.array(per_100)
+    for yi, total in zip(y, left, strict=True):
+        reason_ax.annotate(f"{total:.1f}", (total, yi), xytext=(3, 0), textcoords="offset points", va="center",
+                           fontsize=8)
+    reason_ax.set_yticks(y, [r.policy for r in results])
+    reason_ax.invert_yaxis()
+    reason_ax.set_xlim(0, max(1.0, float(left.max()) * 1.25) if len(left) else 1.0)
+    reason_ax.set_xlabel("re-routed parcels per 100 orders")
+    reason_ax.set_title("re-routes by reason")
+    reason_ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+    return fig
+
+
+def yuan_axis_label(cents: float) -> str:
+    """An axis tick for an amount in cents: ``¥1.5M``, ``¥820k``, ``¥950``.
+
+    Examples
+    --------
+    >>> yuan_axis_label(150_000_000), yuan_axis_label(82_000_000), yuan_axis_label(95_000), yuan_axis_label(-5e6)
+    ('¥1.5M', '¥820k', '¥950', '-¥50k')
+    """
+    yuan = cents / 100.0
+    sign, yuan = ("-" if yuan < 0 else ""), abs(yuan)
+    if yuan >= 1e6:
+        return f"{sign}¥{yuan / 1e6:.3g}M"
+    if yuan >= 1e3:
+        return f"{sign}¥{yuan / 1e3:.3g}k"
+    return f"{sign}¥{yuan:.0f}"
+
+
+def settlement_figure(results: Sequence[SimulationResult], *, top: int = 20) -> Figure:
+    """Net settlement of the ``top`` stores per policy, under the scenario's attribution rule.
+
+    Warehouses, HQ and the channels are left out (the report's table lists them): a warehouse's net would
+    squash every store's bar.
+
+    Examples
+    --------
+    >>> from pyomni.sim import preset, simulate
+    >>> fig = settlement_figure([simulate(preset("small", orders=80, stores=10, hours=24))], top=5)
+    >>> len(fig.axes), len(fig.axes[0].patches) <= 5
+    (1, True)
+    """
+    n = max(1, len(results))
+    fig = Figure(figsize=(max(7.0, 5.2 * n), 0.28 * top + 1.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n))
+    for colour, ax, r in zip(_COLOURS, axes, results, strict=False):
+        table = r.settlement
+        rows = [i for i, k in enumerate(table.column("kind").to_pylist()) if k == "store"][:top]
+        party = table.column("party").to_pylist()
+        city = table.column("city").to_pylist()
+        net = table.column("net_cents").to_numpy()
+        y = np.arange(len(rows))
+        ax.barh(y, net[rows], color=colour)
+        ax.set_yticks(y, [f"{party[i]} · {city[i]}" for i in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: yuan_axis_label(x)))
+        ax.set_xlabel("net settlement (revenue + fees + coupons)")
+        ax.set_title(f"{r.policy}: top {len(rows)} stores")
+        ax.grid(axis="x", alpha=0.3)
+        for i, k in enumerate(rows):
+            ax.annotate(yuan_axis_label(float(net[k])), (float(net[k]), i), xytext=(3, 0), textcoords="offset points",
+                        va="center", fontsize=7)
+        ax.set_xlim(0, float(net[rows].max()) * 1.2 if rows and net[rows].max() > 0 else 1.0)
+    rule = results[0].metrics.get("attribution_rule", results[0].scenario.attribution) if results else ""
+    fig.suptitle(f"who earned what: net per store under {rule}")
     return fig

@@ -210,19 +210,37 @@ class _Optimising(ABC):
 def _hold(run: Run, plan: Any, request_id_prefix: str) -> tuple[list[tuple[int, Allocation]], int]:
     """Hold ``plan`` in the engine; returns the orders it covers whole and how many it could not hold.
 
-    Orders stay all-or-nothing, as the real-time router keeps them: a hold
-    that covers only part of an order is released.
+    Orders stay all-or-nothing, as the real-time router keeps them: a plan
+    that covers only part of an order is not held. Each order's plan is held
+    with :meth:`pyomni.Engine.reserve_plan` for the scenario's own order --
+    with its prices and coupon, which the settlement needs and a plan's
+    ``apply`` (which rebuilds orders from the backlog table) does not carry --
+    under request id ``f"{request_id_prefix}-{order_id}"``, as ``apply`` would.
+    One that the engine refuses (the stock moved since the plan was made)
+    waits for the next round.
     """
+    plans: dict[str, dict[str, list[tuple[str, int]]]] = {}
+    assignments = plan.assignments
+    for oid, sku, loc, qty in zip(*(assignments.column(c).to_pylist() for c in ("order_id", "sku", "location", "qty")),
+                                  strict=True):
+        plans.setdefault(oid, {}).setdefault(loc, []).append((sku, int(qty)))
     held: list[tuple[int, Allocation]] = []
     rejected = 0
-    for allocation in plan.apply(run.engine, request_id_prefix=request_id_prefix):
-        i = run.order_index[allocation.order_id]
-        if allocation.status is AllocationStatus.ALLOCATED and run.covers_order(i, allocation):
+    for oid, by_location in plans.items():
+        i = run.order_index[oid]
+        if not run.covers_lines(i, (line for lines in by_location.values() for line in lines)):
+            rejected += 1
+            continue
+        try:
+            allocation = run.engine.reserve_plan(run.world.orders[i], list(by_location.items()),
+                                                 request_id=f"{request_id_prefix}-{oid}")
+        except errors.PyomniError:
+            rejected += 1
+            continue
+        if allocation.status is AllocationStatus.ALLOCATED:
             held.append((i, allocation))
         else:
             rejected += 1
-            if allocation.reservation_id is not None:
-                run.engine.release(allocation.reservation_id)
     return held, rejected
 
 

@@ -5,19 +5,21 @@ Files written into the output directory:
 * ``metrics.json`` -- the scenario, and per policy its metrics, unit
   accounting and optimiser calls;
 * ``series.parquet`` (per hour), ``store_load.parquet`` (per location),
-  ``orders.parquet`` (per order outcome), ``shipments.parquet`` (per parcel),
-  each with a ``policy`` column;
+  ``orders.parquet`` (per order outcome), ``shipments.parquet`` (per parcel,
+  re-routed ones included), ``settlement.parquet`` (per party: who earned
+  what under the scenario's attribution rule), each with a ``policy`` column;
 * ``report.html`` -- one file with the PNG figures embedded as base64: the
-  policy comparison, store load, a map of stores and flows per policy, and the
-  backlog over time.
+  policy comparison, store load, a map of stores and flows per policy, the
+  backlog over time, store operations (re-routes, answer times) and the
+  settlement by store.
 
 Examples
 --------
 >>> import tempfile
 >>> from pyomni.sim import preset, simulate
 >>> paths = write_report([simulate(preset("small", orders=50, stores=10, hours=24))], tempfile.mkdtemp())
->>> sorted(paths)[:3]
-['html', 'metrics', 'orders']
+>>> sorted(paths)
+['html', 'metrics', 'orders', 'series', 'settlement', 'shipments', 'store_load']
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import html
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,34 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from .. import errors
-from .plots import backlog_figure, comparison_figure, figure_png, flow_map_figure, store_load_figure
+from .plots import (
+    answer_time_figure,
+    backlog_figure,
+    comparison_figure,
+    figure_png,
+    flow_map_figure,
+    settlement_figure,
+    store_load_figure,
+)
 from .results import SimulationResult
 
-__all__ = ["write_report", "metrics_document", "render_html"]
+__all__ = ["write_report", "metrics_document", "render_html", "format_metric", "format_yuan", "SUMMARY_METRICS",
+           "STORE_METRICS", "SETTLEMENT_TOP"]
+
+
+def format_yuan(cents: int) -> str:
+    """Integer cents as yuan with thousands separators, exactly: ``-¥16,167.09``.
+
+    Examples
+    --------
+    >>> format_yuan(123456789), format_yuan(-1616709), format_yuan(5)
+    ('¥1,234,567.89', '-¥16,167.09', '¥0.05')
+    """
+    yuan, fen = divmod(abs(int(cents)), 100)
+    return f"{'-' if cents < 0 else ''}¥{yuan:,}.{fen:02d}"
+
+
+Format = str | Callable[[Any], str]
 
 #: Metrics shown in the HTML table and the CLI table, with their formats.
 SUMMARY_METRICS = (
@@ -62,21 +88,38 @@ SUMMARY_METRICS = (
     ("optimiser_plan_share", "rounds on optimiser plan", "{:.0%}"),
     ("plan_cost_vs_greedy", "round cost vs greedy plan", "{:+.1%}"),
     ("max_gap", "worst gap to bound", "{:.2%}"),
+    ("reroutes_per_100_orders", "re-routes / 100 orders", "{:.1f}"),
+    ("answer_p95_min", "store answer p95 min", "{:.1f}"),
+    ("settlement_total_cents", "settled (price - coupons)", format_yuan),
     ("wall_time_s", "sim wall s", "{:.1f}"),
 )
 
+#: The store-operations table: how often parcels went elsewhere, and how fast stores answered.
+STORE_METRICS: tuple[tuple[str, str, Format], ...] = (
+    ("reroutes_per_100_orders", "re-routes / 100 orders", "{:.1f}"),
+    ("orders_rerouted_share", "orders re-routed", "{:.1%}"),
+    ("rejected_share", "store parcels rejected", "{:.1%}"),
+    ("timed_out_share", "store parcels timed out", "{:.1%}"),
+    ("answer_p50_min", "store answer p50 min", "{:.1f}"),
+    ("answer_p95_min", "store answer p95 min", "{:.1f}"),
+    ("late_share", "accepted parcels picked late", "{:.1%}"),
+    ("refunded_orders", "orders refunded (no location left)", "{:,}"),
+)
+#: Stores listed by name in the settlement table (the others are summed in one row).
+SETTLEMENT_TOP = 15
 
-def format_metric(value: Any, fmt: str) -> str:
-    """A metric for people: ``"-"`` when it does not exist.
+
+def format_metric(value: Any, fmt: Format) -> str:
+    """A metric for people: ``"-"`` when it does not exist; ``fmt`` a format string or a function.
 
     Examples
     --------
-    >>> format_metric(0.987, "{:.1%}"), format_metric(None, "{:.1f}")
-    ('98.7%', '-')
+    >>> format_metric(0.987, "{:.1%}"), format_metric(None, "{:.1f}"), format_metric(150, format_yuan)
+    ('98.7%', '-', '¥1.50')
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return fmt.format(value)
+    return fmt(value) if callable(fmt) else fmt.format(value)
 
 
 def metrics_document(results: Sequence[SimulationResult]) -> dict[str, Any]:
@@ -114,7 +157,7 @@ def write_report(results: Sequence[SimulationResult], out_dir: str | os.PathLike
     Returns
     -------
     dict of str to Path
-        ``metrics``, ``series``, ``store_load``, ``orders``, ``shipments``, ``html``.
+        ``metrics``, ``series``, ``store_load``, ``orders``, ``shipments``, ``settlement``, ``html``.
 
     Raises
     ------
@@ -126,7 +169,7 @@ def write_report(results: Sequence[SimulationResult], out_dir: str | os.PathLike
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json"}
     paths["metrics"].write_text(json.dumps(_json_ready(metrics_document(results)), indent=2, allow_nan=False))
-    for name in ("series", "store_load", "orders", "shipments"):
+    for name in ("series", "store_load", "orders", "shipments", "settlement"):
         tables = [_with_policy(getattr(r, name), r.policy) for r in results]
         paths[name] = out / f"{name}.parquet"
         pq.write_table(pa.concat_tables(tables), paths[name])
@@ -154,13 +197,17 @@ def render_html(results: Sequence[SimulationResult], *, progress: bool | Progres
     ]
     jobs += [(f"Map of stores and flows: {r.policy}", lambda r=r: flow_map_figure(r, sample=map_sample))
              for r in results]
+    store_jobs: list[tuple[str, Any]] = [
+        ("Answer times and re-routes", lambda: answer_time_figure(results)),
+        ("Net settlement per store", lambda: settlement_figure(results)),
+    ]
     figures = []
     bar = Progress(transient=True) if progress is True else progress if isinstance(progress, Progress) else None
     if bar is not None and progress is True:
         bar.start()
     try:
-        task = bar.add_task("drawing figures", total=len(jobs)) if bar is not None else None
-        for title, draw in jobs:
+        task = bar.add_task("drawing figures", total=len(jobs) + len(store_jobs)) if bar is not None else None
+        for title, draw in jobs + store_jobs:
             figures.append((title, base64.b64encode(figure_png(draw())).decode("ascii")))
             if bar is not None and task is not None:
                 bar.advance(task)
@@ -168,15 +215,19 @@ def render_html(results: Sequence[SimulationResult], *, progress: bool | Progres
         if bar is not None and progress is True:
             bar.stop()
 
+    def image(title: str, data: str, level: int = 2) -> str:
+        return (f'<h{level}>{html.escape(title)}</h{level}><img alt="{html.escape(title)}" '
+                f'src="data:image/png;base64,{data}">')
+
     head = "".join(f"<th>{html.escape(r.policy)}</th>" for r in results)
-    rows = "".join(
-        f"<tr><td>{html.escape(label)}</td>"
-        + "".join(f"<td>{html.escape(format_metric(r.metrics.get(key), fmt))}</td>" for r in results) + "</tr>"
-        for key, label, fmt in SUMMARY_METRICS)
+    rows = _metric_rows(results, SUMMARY_METRICS)
     params = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
                      for k, v in scenario.as_dict().items() if k != "profile")
-    images = "".join(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
-                     f'src="data:image/png;base64,{data}">' for title, data in figures)
+    images = "".join(image(title, data) for title, data in figures[:len(jobs)])
+    answer_image, settlement_image = (image(title, data, 3) for title, data in figures[len(jobs):])
+    store_rows = _metric_rows(results, STORE_METRICS)
+    settlement_tables = "".join(_settlement_table(r, len(results) > 1) for r in results)
+    rule = html.escape(str(results[0].metrics.get("attribution_rule", scenario.attribution)))
     solves = "".join(_solve_rows(r) for r in results)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>pyomni simulation: {html.escape(scenario.name)}</title>
@@ -184,20 +235,67 @@ def render_html(results: Sequence[SimulationResult], *, progress: bool | Progres
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 9px; }}
 td:not(:first-child) {{ text-align: right; }} img {{ max-width: 100%; }} .small {{ font-size: 85%; }}
+tr.total td {{ font-weight: 600; }}
 </style></head><body>
 <h1>Peak simulation: {html.escape(scenario.name)}</h1>
 <p>{scenario.stores} stores ({scenario.shipping_stores} ship from store), {scenario.warehouses} warehouses,
 {scenario.skus:,} SKUs, {scenario.orders:,} orders over {scenario.demand_hours} h, horizon {scenario.hours} h,
 seed {scenario.seed}. Cancelled orders are left out of fill rates; costs are the engine's cost model
-(<code>pyomni.policy</code>) as priced at decision time.</p>
+(<code>pyomni.policy</code>) as priced when each parcel was routed.</p>
 <h2>Metrics</h2><table><tr><th>metric</th>{head}</tr>{rows}</table>
 {images}
+<h2>Store operations</h2>
+<p>Stores answer a new parcel after a delay drawn per store (median {scenario.answer_minutes:g} min of opening
+hours); {scenario.reject_share:.0%} are rejected and {scenario.no_answer_share:.0%} never answered, timed out by the
+engine's {scenario.answer_limit_minutes:g}-minute answer limit; either way the engine re-routes the lines away from
+that store, and when no location can take them the customer is refunded. Warehouses answer through their system,
+at once.</p>
+<table><tr><th>metric</th>{head}</tr>{store_rows}</table>
+{answer_image}
+<h2>Settlement by store</h2>
+<p>Who earned what under <code>{rule}</code>, from the engine's settlement of every shipped line (amounts in yuan;
+coupons are borne as the rule says; no returns in the simulation). The top {SETTLEMENT_TOP} stores by net are
+listed, the other stores summed; the parties' nets add up to what the customers paid.</p>
+{settlement_tables}
+{settlement_image}
 <h2>Optimiser calls</h2><table class="small"><tr><th>policy</th><th>hour</th><th>backlog</th><th>placed</th>
 <th>status</th><th>objective</th><th>best bound</th><th>gap</th><th>seconds</th></tr>{solves}</table>
 <h2>Scenario</h2><table class="small">{params}</table>
 <p class="small">City data: GeoNames (CC BY 4.0); prefectures: cpca (MIT).</p>
 </body></html>
 """
+
+
+def _metric_rows(results: Sequence[SimulationResult], metrics: Sequence[tuple[str, str, Format]]) -> str:
+    return "".join(
+        f"<tr><td>{html.escape(label)}</td>"
+        + "".join(f"<td>{html.escape(format_metric(r.metrics.get(key), fmt))}</td>" for r in results) + "</tr>"
+        for key, label, fmt in metrics)
+
+
+def _settlement_table(result: SimulationResult, titled: bool) -> str:
+    """The top stores by net, every other party (warehouses, HQ, channels), the rest of the stores, the total."""
+    table = result.settlement
+    columns = ("revenue_cents", "fee_cents", "coupon_cents", "returns_cents", "net_cents")
+    data = {c: table.column(c).to_pylist() for c in ("party", "kind", "city", *columns, "sales")}
+    stores = [i for i, k in enumerate(data["kind"]) if k == "store"]
+    shown = stores[:SETTLEMENT_TOP] + [i for i, k in enumerate(data["kind"]) if k != "store"]
+    rest = stores[SETTLEMENT_TOP:]
+
+    def row(cells: Sequence[str], amounts: Sequence[int], sales: int | None, css: str = "") -> str:
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        money = "".join(f"<td>{html.escape(format_yuan(a))}</td>" for a in amounts)
+        return f'<tr{css}>{tds}{money}<td>{"" if sales is None else f"{sales:,}"}</td></tr>'
+
+    body = "".join(row((data["party"][i], data["city"][i], data["kind"][i]), [data[c][i] for c in columns],
+                       data["sales"][i]) for i in shown)
+    if rest:
+        body += row((f"{len(rest)} other stores", "", "store"), [sum(data[c][i] for i in rest) for c in columns],
+                    sum(data["sales"][i] for i in rest))
+    body += row(("all parties", "", ""), [sum(data[c]) for c in columns], None, ' class="total"')
+    title = f"<h3>{html.escape(result.policy)}</h3>" if titled else ""
+    return (f'{title}<table class="small"><tr><th>party</th><th>city</th><th>kind</th><th>revenue</th><th>fees</th>'
+            f"<th>coupons</th><th>returns</th><th>net</th><th>lines credited</th></tr>{body}</table>")
 
 
 def _solve_rows(result: SimulationResult) -> str:

@@ -12,8 +12,10 @@ Metric definitions (cancelled orders are out of every denominator):
 * ``split_rate`` -- parcels per shipped order (1.0 = never split);
 * ``mean_km`` / ``p95_km`` -- great-circle distance of shipped parcels;
 * ``total_cost`` -- the engine's cost model (:mod:`pyomni.policy`: fixed +
-  split + distance + low-stock + load + priority) as priced at decision time;
-  ``fulfilment_cost`` -- its policy-independent part, fixed + split + distance;
+  split + distance + low-stock + load + priority) of the shipped orders'
+  final parcels, each as priced when it was routed (at the decision, or at
+  its re-route); ``fulfilment_cost`` -- its policy-independent part, fixed +
+  split + distance;
 * ``optimiser_plan_share`` -- share of the batch rounds that applied the
   optimiser's plan (with the router placing what it left unfilled; the other
   rounds applied the real-time router's plan of the same backlog, which cost
@@ -23,7 +25,23 @@ Metric definitions (cancelled orders are out of every denominator):
 * ``hours_to_clear`` -- hours from the start until the last order reached a
   terminal state (``None`` if orders were still open at the end);
 * store load -- parcels a store picked on its busiest day against its daily
-  capacity (capacity is per business day, so 1.0 = full, never more).
+  capacity (capacity is per business day, so 1.0 = full, never more);
+* store operations -- a *re-route* is a parcel its location rejected or let
+  time out (its lines went elsewhere): ``reroutes_per_100_orders`` counts
+  them per 100 orders, ``orders_rerouted_share`` is the share of decided
+  orders with at least one; ``rejected_share`` / ``timed_out_share`` are
+  shares of the parcels routed to stores that the stores answered or let
+  time out (parcels cancelled before an answer, or still waiting at the
+  end, are out; warehouses answer through their system, at once, and take
+  everything); ``answer_p50_min`` / ``answer_p95_min`` are percentiles of the
+  stores' answer times in minutes of their opening hours -- the minutes the
+  answer limit counts, so a parcel routed to a store at night and accepted
+  four minutes after it opened took 4; ``late_share`` -- accepted parcels
+  (stores and warehouses) the engine flagged for missing their pick limit;
+* settlement -- ``settlement_total_cents`` is the sum of every party's net
+  in the engine's settlement (:meth:`pyomni.Engine.settlement`): there are no
+  returns in the simulation and fees net to zero, so it is the price of the
+  shipped orders minus their coupons, exactly.
 
 Examples
 --------
@@ -42,13 +60,16 @@ import numpy as np
 import pyarrow as pa
 
 from .. import errors
+from ..model import LocationKind
+from ..settlement import CHANNEL_PREFIX, HQ
 from .scenario import Scenario
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from .simulation import Run
 
-__all__ = ["OrderState", "SimulationResult", "summarise", "TERMINAL_STATES"]
+__all__ = ["OrderState", "ParcelOutcome", "SimulationResult", "summarise", "TERMINAL_STATES",
+           "SETTLEMENT_SCHEMA"]
 
 _HOUR = 3_600.0
 
@@ -68,6 +89,33 @@ TERMINAL_STATES = (OrderState.SHIPPED, OrderState.CANCELLED, OrderState.STOCKOUT
 _STATE_NAMES = np.array([s.name for s in OrderState], dtype=object)
 
 
+class ParcelOutcome(enum.IntEnum):
+    """How a parcel's location answered it."""
+
+    WAITING = 0  #: no answer yet (at the end of the horizon: none came)
+    ACCEPTED = 1  #: the location took it on (it may still be cancelled with its order)
+    REJECTED = 2  #: the location said no; its lines were re-routed
+    TIMED_OUT = 3  #: nobody answered within the answer limit; the engine re-routed its lines
+    CANCELLED = 4  #: its order was cancelled or refunded before the location answered
+
+
+_OUTCOME_NAMES = np.array([o.name.lower() for o in ParcelOutcome], dtype=object)
+
+#: The settlement per party over the whole run (:meth:`SimulationResult.settlement`), net first.
+SETTLEMENT_SCHEMA = pa.schema([
+    pa.field("party", pa.string()),             # a location id, "HQ" or "channel:<name>"
+    pa.field("kind", pa.string()),              # store, warehouse, dark_store, hq or channel
+    pa.field("city", pa.string()),              # a location's city ("" otherwise)
+    pa.field("revenue_cents", pa.int64()),
+    pa.field("fee_cents", pa.int64()),
+    pa.field("coupon_cents", pa.int64()),
+    pa.field("returns_cents", pa.int64()),
+    pa.field("net_cents", pa.int64()),
+    pa.field("sales", pa.int64()),              # sale facts (shipped order lines) with an entry for the party
+])
+_KIND_NAMES = np.array(["", "store", "warehouse", "dark_store"], dtype=object)
+
+
 @dataclass(frozen=True, eq=False)
 class SimulationResult:
     """Outcome of one policy on one scenario.
@@ -79,12 +127,26 @@ class SimulationResult:
     metrics : dict
         Headline numbers (see the module docstring for definitions).
     orders : pyarrow.Table
-        One row per order: ``order_id, arrival_h, decided_h, terminal_h, state,
-        units, parcels, total_cost, fulfilment_cost, lat, lon``.
+        One row per order: ``order_id, arrival_h, release_h, decided_h,
+        terminal_h, state, reason`` (why a STOCKOUT: no shippable stock, or the
+        order exception of a re-route nothing could take), ``units,
+        units_shipped, parcels`` (its final parcels), ``confirmations,
+        total_cost, fulfilment_cost, gross_cents, coupon_cents, reroutes,
+        first_answer_min`` (opening-time minutes until the first answer to
+        one of the parcels it was planned with; null if none), ``lat, lon``.
     shipments : pyarrow.Table
-        One row per planned parcel: ``order_id, location, units, distance_km,
-        fulfilment_cost, picked_h, from_lat, from_lon, to_lat, to_lon``
-        (``picked_h`` null if never picked).
+        One row per parcel, planned or re-routed: ``shipment_id, replaces``
+        (the parcel whose lines it took over; null if planned with the
+        order), ``order_id, location, location_kind, units, gross_cents``
+        (its lines' price before coupons), ``distance_km, fulfilment_cost,
+        routed_h, answered_h, answer_min`` (opening-time minutes to the
+        answer), ``outcome`` (a :class:`ParcelOutcome` name, lower case),
+        ``reject_reason`` (the store's, or TIMEOUT), ``ended_h`` (rejected,
+        timed out or cancelled), ``late, final_location`` (where its lines
+        ended up: its own location, or those of the parcels that replaced
+        it, joined by ``+``; null if they were cancelled), ``picked_h,
+        from_lat, from_lon, to_lat, to_lon`` (times null where an event
+        never happened).
     series : pyarrow.Table
         One row per hour: ``hour, arrived, shipped, cancelled, stockout,
         backlog`` (orders open at the end of the hour), ``parcels_picked,
@@ -98,8 +160,12 @@ class SimulationResult:
         One record per optimiser call (status, objective, bound, gap, times).
     stock : dict
         Unit accounting: ``opening``, ``received``, ``shipped``, ``closing``,
-        ``closing_reserved``, ``held_for_backlog``.
+        ``written_off`` (what rejections for NOT_FOUND and DAMAGED took off
+        the shelves), ``closing_reserved``, ``held_for_backlog``.
     wall_time_s : float
+    settlement : pyarrow.Table
+        Who earned what under the scenario's attribution rule, per party
+        (:data:`SETTLEMENT_SCHEMA`), largest net first.
 
     Examples
     --------
@@ -119,6 +185,7 @@ class SimulationResult:
     solves: list[dict[str, Any]] = field(default_factory=list)
     stock: dict[str, int] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    settlement: pa.Table = field(default_factory=SETTLEMENT_SCHEMA.empty_table)
 
     def check_invariants(self, engine: Engine | None = None) -> None:
         """Verify the run's bookkeeping; raise :class:`~pyomni.errors.InvariantViolation` if it is off.
@@ -127,9 +194,16 @@ class SimulationResult:
         * no order is filled twice: a shipped order was confirmed once and
           its picked parcels carry exactly the units it ordered; no other
           order shipped anything confirmed;
-        * units are conserved: opening + received = shipped + closing, and
-          the units still reserved are exactly those held for backlog orders;
-        * the engine's own ledger invariants hold (when ``engine`` is given).
+        * units are conserved: opening + received = shipped + closing +
+          written off, and the units still reserved are exactly those held
+          for backlog orders;
+        * a shipped order's final parcels were all accepted and picked;
+        * the settlement pays out exactly what the shipped orders cost the
+          customers: the parties' nets sum to their price minus their coupons
+          (no returns in the simulation; fees net to zero);
+        * with ``engine``: its own ledger invariants hold, and its settlement
+          facts are the shipped orders' lines, each order's price and coupon
+          exactly.
 
         Examples
         --------
@@ -152,14 +226,55 @@ class SimulationResult:
         if (shipped_units[shipped] != units[shipped]).any() or (shipped_units[~shipped] != 0).any():
             raise errors.InvariantViolation("shipped units differ from ordered units")
         st = self.stock
-        if st["opening"] + st["received"] != st["shipped"] + st["closing"]:
+        if st["opening"] + st["received"] != st["shipped"] + st["closing"] + st.get("written_off", 0):
             raise errors.InvariantViolation(f"units not conserved: {st}")
         if st["shipped"] != int(shipped_units.sum()):
             raise errors.InvariantViolation(f"ledger shipped {st['shipped']} units, orders {int(shipped_units.sum())}")
         if st["closing_reserved"] != st["held_for_backlog"]:
             raise errors.InvariantViolation(f"reserved units left over: {st}")
+        self._check_parcels(shipped)
+        self._check_settlement(shipped, engine)
         if engine is not None:
             engine.check_invariants()
+
+    def _check_parcels(self, shipped: np.ndarray) -> None:
+        ships = self.shipments
+        if not ships.num_rows:
+            return
+        index = {oid: i for i, oid in enumerate(self.orders.column("order_id").to_pylist())}
+        order = np.array([index[x] for x in ships.column("order_id").to_pylist()], dtype=np.int64)
+        final = np.array([x is not None and x == loc for x, loc in zip(ships.column("final_location").to_pylist(),
+                                                                      ships.column("location").to_pylist())])
+        of_shipped = shipped[order] & final
+        outcome = ships.column("outcome").to_numpy(zero_copy_only=False)
+        picked = ~np.isnan(ships.column("picked_h").to_numpy(zero_copy_only=False))
+        if ((outcome[of_shipped] != ParcelOutcome.ACCEPTED.name.lower()) | ~picked[of_shipped]).any():
+            raise errors.InvariantViolation("a shipped order has a final parcel that was not accepted and picked")
+        parcels = np.bincount(order[of_shipped], minlength=len(shipped))
+        if (parcels[shipped] != self.orders.column("parcels").to_numpy()[shipped]).any():
+            raise errors.InvariantViolation("a shipped order's final parcels differ from its parcel count")
+
+    def _check_settlement(self, shipped: np.ndarray, engine: Engine | None) -> None:
+        owed = self.orders.column("gross_cents").to_numpy() - self.orders.column("coupon_cents").to_numpy()
+        expected = int(owed[shipped].sum())
+        settled = int(sum(self.settlement.column("net_cents").to_pylist()))
+        if settled != expected:
+            raise errors.InvariantViolation(f"the settlement pays out {settled} cents; the shipped orders cost "
+                                            f"{expected} (price minus coupons)")
+        if engine is None:
+            return
+        facts = engine.settlement_facts()
+        per_order = facts.group_by("order_id").aggregate([("gross_cents", "sum"), ("coupon_cents", "sum")])
+        ids = self.orders.column("order_id").to_numpy(zero_copy_only=False)
+        booked = dict(zip(per_order.column("order_id").to_pylist(),
+                          zip(per_order.column("gross_cents_sum").to_pylist(),
+                              per_order.column("coupon_cents_sum").to_pylist(), strict=True), strict=True))
+        gross = self.orders.column("gross_cents").to_numpy()
+        coupon = self.orders.column("coupon_cents").to_numpy()
+        want = {ids[i]: (int(gross[i]), int(coupon[i])) for i in np.flatnonzero(shipped).tolist()}
+        if booked != want:
+            wrong = sorted(set(booked) ^ set(want) | {k for k in set(booked) & set(want) if booked[k] != want[k]})
+            raise errors.InvariantViolation(f"the engine's sale facts differ from the shipped orders, e.g. {wrong[:3]}")
 
 
 def summarise(run: Run, wall_time_s: float) -> SimulationResult:
@@ -176,8 +291,9 @@ def summarise(run: Run, wall_time_s: float) -> SimulationResult:
     ship_km = np.array(run.ship_km, dtype=np.float64)
     ship_cost = np.array(run.ship_fixed, dtype=np.float64) + np.array(run.ship_distance_cost, dtype=np.float64)
     picked_s = np.array(run.ship_picked_s, dtype=np.float64)
+    live = np.array(run.ship_live, dtype=bool)
     shipped = run.state == OrderState.SHIPPED
-    parcel_of_shipped = shipped[ship_order] if len(ship_order) else np.zeros(0, bool)
+    parcel_of_shipped = (shipped[ship_order] & live) if len(ship_order) else np.zeros(0, bool)
     picked = ~np.isnan(picked_s)
 
     units_shipped = np.bincount(ship_order[parcel_of_shipped], weights=ship_units[parcel_of_shipped],
@@ -190,31 +306,73 @@ def summarise(run: Run, wall_time_s: float) -> SimulationResult:
         "decided_h": _hours_or_null(run.decided_s),
         "terminal_h": _hours_or_null(run.terminal_s),
         "state": pa.array(_STATE_NAMES[run.state].tolist(), pa.string()),
+        "reason": pa.array(run.end_reason, pa.string()),
         "units": units,
         "units_shipped": units_shipped,
         "parcels": run.n_shipments.astype(np.int32),
         "confirmations": run.confirmations.astype(np.int32),
         "total_cost": np.where(shipped, run.cost_model_total, 0.0),
         "fulfilment_cost": fulfilment,
+        "gross_cents": w.gross_cents.astype(np.int64),
+        "coupon_cents": w.coupon_cents.astype(np.int64),
+        "reroutes": run.reroutes.astype(np.int32),
+        "first_answer_min": pa.array(run.first_answer_min, pa.float64(), mask=np.isnan(run.first_answer_min)),
         "lat": w.lat,
         "lon": w.lon,
     })
+    ids = run.ship_id
+    parent = np.array(run.ship_parent, dtype=np.int64)
+    outcome = np.array(run.ship_outcome, dtype=np.int64)
+    answer_min = np.array(run.ship_answer_min, dtype=np.float64)
     shipments = pa.table({
+        "shipment_id": pa.array(ids, pa.string()),
+        "replaces": pa.array([ids[p] if p >= 0 else None for p in parent.tolist()], pa.string()),
         "order_id": pa.array([w.orders[i].id for i in ship_order.tolist()], pa.string()),
         "location": pa.array([net.ids[k] for k in ship_loc.tolist()], pa.string()),
+        "location_kind": pa.array(_KIND_NAMES[net.kind[ship_loc]].tolist(), pa.string()),
         "units": ship_units,
+        "gross_cents": np.array([sum(int(w.unit_price_cents[sku]) * qty for sku, qty in lines)
+                                 for lines in run.ship_lines], dtype=np.int64),
         "distance_km": ship_km,
         "fulfilment_cost": ship_cost,
+        "routed_h": np.array(run.ship_routed_s, dtype=np.float64) / _HOUR,
+        "answered_h": _hours_or_null(np.array(run.ship_answered_s, dtype=np.float64)),
+        "answer_min": pa.array(answer_min, pa.float64(), mask=np.isnan(answer_min)),
+        "outcome": pa.array(_OUTCOME_NAMES[outcome].tolist() if len(outcome) else [], pa.string()),
+        "reject_reason": pa.array([x or None for x in run.ship_reason], pa.string()),
+        "ended_h": _hours_or_null(np.array(run.ship_ended_s, dtype=np.float64)),
+        "late": pa.array(run.ship_late, pa.bool_()),
+        "final_location": pa.array(_final_locations(run, live, parent), pa.string()),
         "picked_h": _hours_or_null(picked_s),
         "from_lat": net.lat[ship_loc], "from_lon": net.lon[ship_loc],
         "to_lat": w.lat[ship_order], "to_lon": w.lon[ship_order],
     })
     series = _hourly_series(run, shipped, picked_s, ship_units, picked)
     store_load = _store_load(run, ship_loc[picked], ship_units[picked], picked_s[picked])
-    stock = _stock_accounting(run, ship_order, ship_units)
+    stock = _stock_accounting(run, ship_order, ship_units, live)
+    settlement = _settlement(run)
     metrics = _metrics(run, units, units_shipped, shipped, ship_km[parcel_of_shipped], store_load, wall_time_s)
+    metrics.update(_store_operations(run, outcome, answer_min, net.kind[ship_loc] == LocationKind.STORE, settlement))
     return SimulationResult(s, run.policy.name, metrics, orders, shipments, series, store_load, list(run.solves),
-                            stock, wall_time_s)
+                            stock, wall_time_s, settlement)
+
+
+def _final_locations(run: Run, live: np.ndarray, parent: np.ndarray) -> list[str | None]:
+    """Where each parcel's lines ended up: its own location while it is live, else its replacements'."""
+    ids = run.world.network.ids
+    children: list[list[int]] = [[] for _ in range(len(parent))]
+    for k, p in enumerate(parent.tolist()):
+        if p >= 0:
+            children[p].append(k)
+    final: list[set[str]] = [set() for _ in range(len(parent))]
+    # a replacement is always created after the parcel it replaces: walk backwards
+    for k in range(len(parent) - 1, -1, -1):
+        if live[k]:
+            final[k] = {ids[run.ship_location[k]]}
+        else:
+            for c in children[k]:
+                final[k] |= final[c]
+    return ["+".join(sorted(x)) if x else None for x in final]
 
 
 def _hours_or_null(seconds: np.ndarray) -> pa.Array:
@@ -280,22 +438,74 @@ def _store_load(run: Run, loc: np.ndarray, units: np.ndarray, picked_s: np.ndarr
     })
 
 
-def _stock_accounting(run: Run, ship_order: np.ndarray, ship_units: np.ndarray) -> dict[str, int]:
+def _stock_accounting(run: Run, ship_order: np.ndarray, ship_units: np.ndarray, live: np.ndarray) -> dict[str, int]:
     opening = int(run.world.stock.column("qty").to_numpy().sum())
     table = run.engine.stock_table()
     closing = int(table.column("on_hand").to_numpy().astype(np.int64).sum())
     reserved = int(table.column("reserved").to_numpy().astype(np.int64).sum())
-    held = (run.state[ship_order] == OrderState.BACKLOG) & np.array(
+    held = (run.state[ship_order] == OrderState.BACKLOG) & live & np.array(
         [run.reservation[i] is not None for i in ship_order.tolist()], dtype=bool)
-    # ``shipped`` is what left the ledger: units of confirmed reservations, read from the parcels.
-    confirmed = run.confirmations[ship_order] > 0
+    # ``shipped`` is what left the ledger: units of confirmed reservations, read from their final parcels.
+    confirmed = (run.confirmations[ship_order] > 0) & live
+    written_off = int(run.engine.discrepancies().column("units").to_numpy().astype(np.int64).sum())
     return {
         "opening": opening,
         "received": int(run.received_units),
         "shipped": int(ship_units[confirmed].sum()),
         "closing": closing,
+        "written_off": written_off,
         "closing_reserved": reserved,
         "held_for_backlog": int(ship_units[held].sum()),
+    }
+
+
+def _settlement(run: Run) -> pa.Table:
+    """The engine's settlement summed over the days, per party, largest net first (ties by party)."""
+    daily = run.engine.settlement()
+    sums = ["revenue_cents", "fee_cents", "coupon_cents", "returns_cents", "net_cents", "sales"]
+    grouped = daily.group_by("party").aggregate([(c, "sum") for c in sums])
+    party = grouped.column("party").to_pylist()
+    net = run.world.network
+    where = {x: i for i, x in enumerate(net.ids)}
+    kind = [("hq" if p == HQ else "channel" if p.startswith(CHANNEL_PREFIX) else str(_KIND_NAMES[net.kind[where[p]]]))
+            if p in where or p == HQ or p.startswith(CHANNEL_PREFIX) else "other" for p in party]
+    city = [str(net.city[where[p]]) if p in where else "" for p in party]
+    table = pa.table([pa.array(party, pa.string()), pa.array(kind, pa.string()), pa.array(city, pa.string())]
+                     + [grouped.column(f"{c}_sum").cast(pa.int64()) for c in sums], schema=SETTLEMENT_SCHEMA)
+    return table.sort_by([("net_cents", "descending"), ("party", "ascending")])
+
+
+def _store_operations(run: Run, outcome: np.ndarray, answer_min: np.ndarray, store: np.ndarray,
+                      settlement: pa.Table) -> dict[str, Any]:
+    """The store-operation and settlement metrics (see the module docstring); ``store``: parcels at stores."""
+    live_orders = run.state != OrderState.CANCELLED
+    decided = live_orders & ~np.isnan(run.decided_s)
+    answered = store & ((outcome == ParcelOutcome.ACCEPTED) | (outcome == ParcelOutcome.REJECTED))
+    judged = int((answered | (store & (outcome == ParcelOutcome.TIMED_OUT))).sum())
+    accepted = outcome == ParcelOutcome.ACCEPTED
+    minutes = answer_min[answered]
+    late = np.array(run.ship_late, dtype=bool)
+
+    def share(count: int, of: int) -> float | None:
+        return float(count / of) if of else None
+
+    def pct(q: float) -> float | None:
+        return float(np.percentile(minutes, q)) if len(minutes) else None
+
+    n_live = int(live_orders.sum())
+    return {
+        "reroutes": int(run.reroutes[live_orders].sum()),
+        "reroutes_per_100_orders": float(100.0 * run.reroutes[live_orders].sum() / n_live) if n_live else None,
+        "orders_rerouted_share": share(int((run.reroutes[decided] > 0).sum()), int(decided.sum())),
+        "rejected_share": share(int((store & (outcome == ParcelOutcome.REJECTED)).sum()), judged),
+        "timed_out_share": share(int((store & (outcome == ParcelOutcome.TIMED_OUT)).sum()), judged),
+        "answer_p50_min": pct(50),
+        "answer_p95_min": pct(95),
+        "late_share": share(int((late & accepted).sum()), int(accepted.sum())),
+        "refunded_orders": int(sum(r is not None and r != "no shippable stock" for r in run.end_reason)),
+        "attribution_rule": run.rule.key,
+        "settlement_total_cents": int(sum(settlement.column("net_cents").to_pylist())),
+        "coupon_cents": int(run.world.coupon_cents[run.state == OrderState.SHIPPED].sum()),
     }
 
 
@@ -320,7 +530,7 @@ def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np
     total_cost = float(np.where(shipped, run.cost_model_total, 0.0).sum())
     fulfilment_cost = float(
         sum(run.ship_fixed[k] + run.ship_distance_cost[k] for k in range(len(run.ship_order))
-            if shipped[run.ship_order[k]]))
+            if shipped[run.ship_order[k]] and run.ship_live[k]))       # the parcels that went, not the re-routed
     gaps = [x["gap"] for x in run.solves if math.isfinite(x["gap"])]
     # each round's applied plan against the real-time router's plan of the same backlog, on the optimiser's basis
     priced = [(a, g) for a, g in ((x.get("applied_objective", math.nan), x.get("greedy_objective", math.nan))

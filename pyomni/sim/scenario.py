@@ -1,10 +1,11 @@
 """Scenarios: every knob of a peak simulation in one validated, frozen value, and the named presets.
 
 A :class:`Scenario` says what the world looks like (stores on real cities,
-their capacity, stock and safety stock), how customers behave (how many
-orders, when they arrive, how many cancel) and how the operation runs (store
-picking hours, the carrier cut-off, replenishment, how often the batch
-policies optimise). It is plain data, so a sweep can ship it to another
+their capacity, stock and safety stock, prices), how customers behave (how
+many orders, when they arrive, how many cancel, how many carry a coupon) and
+how the operation runs (store picking hours, how fast stores answer a new
+shipment and how often they refuse one, the carrier cut-off, replenishment,
+how often the batch policies optimise, how revenue is attributed). It is plain data, so a sweep can ship it to another
 process and a report can write it back out as JSON.
 
 Examples
@@ -25,7 +26,12 @@ from typing import Any
 
 from .. import errors
 
-__all__ = ["Scenario", "PRESETS", "preset", "TUNABLE_FIELDS"]
+__all__ = ["Scenario", "PRESETS", "preset", "TUNABLE_FIELDS", "ATTRIBUTIONS"]
+
+#: Attribution rules a scenario may credit revenue by (:mod:`pyomni.settlement`): ``fulfiller`` --
+#: FULFILLER_TAKES_ALL, ``split-361`` -- SPLIT_361 (30 % selling channel, 60 % fulfilling store, 10 % home
+#: store), ``regional`` -- REGIONAL with each province's best-stocked store as its home store.
+ATTRIBUTIONS = ("fulfiller", "split-361", "regional")
 
 #: Relative order intake by hour of day on Double 11 (Singles' Day): the
 #: midnight spike when the sale opens, a trough from 03:00 to 07:00, a steady
@@ -113,6 +119,28 @@ class Scenario:
         greedy routing (or, for larger ones, none); at 30 s it proved the
         optimum in 15 s. A round never applies a plan worse than greedy
         routing's of the same backlog (see :mod:`pyomni.sim.policies`).
+    answer_minutes : float
+        Median time a store takes to answer (accept or reject) a new
+        shipment, in minutes of its opening hours. Each store's own median is
+        drawn once, lognormal around this; each shipment's delay is drawn
+        lognormal around its store's median. 0: stores answer at once (when
+        they next open). Warehouses always answer at once, through their
+        warehouse system, and take every shipment.
+    reject_share : float
+        Share of a store's shipments it rejects (reason NOT_FOUND, NO_STAFF,
+        DAMAGED or OVER_CAPACITY, drawn with fixed weights); the engine
+        re-routes the lines away from it.
+    no_answer_share : float
+        Share of a store's shipments it never answers: the engine's answer
+        limit times them out and re-routes them. (A drawn delay past the
+        limit times out as well.)
+    answer_limit_minutes : float
+        The engine's answer limit (:class:`pyomni.fulfilment.StoreRules`
+        ``answer_s``), in minutes of opening hours.
+    attribution : str
+        The rule that credits revenue (one of :data:`ATTRIBUTIONS`).
+    coupon_share : float
+        Share of orders with an e-coupon worth 5--15 % of the order's price.
     seed : int
         Seed of every random draw; the same scenario gives the same run.
     """
@@ -145,6 +173,12 @@ class Scenario:
     piece_orders: int = 4_000
     unfilled_penalty: float = 500.0
     time_limit_s: float = 30.0
+    answer_minutes: float = 4.0
+    reject_share: float = 0.03
+    no_answer_share: float = 0.02
+    answer_limit_minutes: float = 15.0
+    attribution: str = "split-361"
+    coupon_share: float = 0.2
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -192,6 +226,17 @@ class Scenario:
         _check_int(self.piece_orders, "piece_orders", 1, 10_000_000)
         _check_float(self.unfilled_penalty, "unfilled_penalty", 0.0, 1e9, low_open=True)
         _check_float(self.time_limit_s, "time_limit_s", 0.0, 86_400.0, low_open=True)
+        _check_float(self.answer_minutes, "answer_minutes", 0.0, 1_440.0)
+        _check_float(self.reject_share, "reject_share", 0.0, 1.0)
+        _check_float(self.no_answer_share, "no_answer_share", 0.0, 1.0)
+        if self.reject_share + self.no_answer_share > 1.0:
+            raise errors.InvalidArgument(f"reject_share + no_answer_share must be at most 1, got "
+                                         f"{self.reject_share} + {self.no_answer_share}", field="no_answer_share")
+        _check_float(self.answer_limit_minutes, "answer_limit_minutes", 0.0, 1_440.0, low_open=True)
+        if self.attribution not in ATTRIBUTIONS:
+            raise errors.InvalidArgument(f"attribution must be one of {', '.join(ATTRIBUTIONS)}, got "
+                                         f"{self.attribution!r}", field="attribution")
+        _check_float(self.coupon_share, "coupon_share", 0.0, 1.0)
         _check_int(self.seed, "seed", 0, 2**63 - 1)
         if not isinstance(self.name, str) or not self.name:
             raise errors.InvalidArgument("name must be a non-empty string", field="name")
@@ -249,7 +294,9 @@ TUNABLE_FIELDS: Mapping[str, type] = {
     "max_lines": int,
     "hours": int, "demand_hours": int, "step_minutes": int, "cutoff_hour": int, "replenish_share": float,
     "cancel_rate": float, "cancel_mean_hours": float, "micro_batch_minutes": int, "candidates": int,
-    "piece_orders": int, "unfilled_penalty": float, "time_limit_s": float, "seed": int,
+    "piece_orders": int, "unfilled_penalty": float, "time_limit_s": float, "answer_minutes": float,
+    "reject_share": float, "no_answer_share": float, "answer_limit_minutes": float, "coupon_share": float,
+    "seed": int,
 }
 
 def _is_int(value: object) -> bool:
@@ -279,8 +326,12 @@ def _check_hours(hours: object, name: str) -> None:
 #: Named starting points. ``double11`` is a 400-store brand on real Chinese
 #: cities on Singles' Day: 60,000 orders in 24 hours against about 68,000
 #: store shipments a day plus four regional warehouses of 3,000 each, so the
-#: network runs near its limit and the policies' differences show. ``small``
-#: is the same story scaled down for tests (a few seconds per policy).
+#: network runs near its limit and the policies' differences show. Both run
+#: store operations: stores answer in about four minutes, 3 % of shipments
+#: are rejected and 2 % never answered (re-routed after the 15-minute
+#: limit), revenue is split 30/60/10 and a fifth of the orders carry a
+#: coupon. ``small`` is the same story scaled down for tests (a few seconds
+#: per policy).
 PRESETS: Mapping[str, Scenario] = {
     "double11": Scenario(name="double11"),
     "small": Scenario(name="small", stores=40, warehouses=2, skus=300, orders=2_000, density=0.08,

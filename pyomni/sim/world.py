@@ -5,7 +5,9 @@ policies are compared on exactly the same stores, stock and customers.
 Geography and skew come from :mod:`pyomni.demo` (stores in real cities drawn
 by population, Zipf-popular SKUs, customers around real cities); this module
 adds what a peak needs on top: which stores ship, their capacities, safety
-stock, and when each order arrives, becomes pickable and (maybe) is cancelled.
+stock, each SKU's price and each order's coupon, how fast each location
+answers a new shipment, and when each order arrives, becomes pickable and
+(maybe) is cancelled.
 
 Examples
 --------
@@ -14,6 +16,8 @@ Examples
 >>> w = build_world(preset("small", orders=50))
 >>> len(w.orders), bool((w.release_s >= w.arrival_s).all())
 (50, True)
+>>> bool((w.unit_price_cents >= 2_900).all()), w.orders[0].lines[0].unit_price_cents > 0
+(True, True)
 """
 
 from __future__ import annotations
@@ -26,14 +30,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..demo import demo_network, demo_orders, demo_stock
-from ..model import Capability, LocationKind, Order
+from ..model import Capability, Line, LocationKind, Order
 from ..network import Network
 from .scenario import Scenario
 
-__all__ = ["World", "build_world", "arrival_times"]
+__all__ = ["World", "build_world", "arrival_times", "unit_prices", "ANSWER_SIGMA_LOCATION", "ANSWER_SIGMA_SHIPMENT"]
 
 _HOUR = 3600.0
 _DAY = 86_400.0
+# Unit prices: lognormal around ¥199, whole yuan from ¥29 to ¥1,999 (a fashion brand's range).
+_PRICE_MEDIAN_CENTS = 19_900
+_PRICE_SIGMA = 0.7
+_PRICE_LOW_CENTS, _PRICE_HIGH_CENTS = 2_900, 199_900
+# A coupon takes 5-15 % off its order's price.
+_COUPON_LOW, _COUPON_HIGH = 0.05, 0.15
+#: Spread (log-sd) of the locations' median answer times around the scenario's, and of one shipment's around its
+#: location's: about 1 % of answers drawn around a 4-minute median would come after a 15-minute limit.
+ANSWER_SIGMA_LOCATION = 0.4
+ANSWER_SIGMA_SHIPMENT = 0.4
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +77,19 @@ class World:
         Shipments each location can pick per hour while it picks (0 = never ships).
     picks_all_day : numpy.ndarray
         True for locations that pick round the clock (warehouses, dark stores).
+    unit_price_cents : numpy.ndarray
+        Price of each SKU (index into ``network.skus``), in integer cents; the orders' lines carry it.
+    coupon_cents : numpy.ndarray
+        Each order's e-coupon (0 = none), in cents; the orders carry it.
+    gross_cents : numpy.ndarray
+        Each order's price before the coupon (sum of unit price x quantity).
+    answer_median_min : numpy.ndarray
+        Each location's median answer time, minutes of opening hours.
+    answer_seed : numpy.random.SeedSequence
+        Seed of a run's per-shipment draws (answer delay, outcome, reason): every policy starts from it.
+    regional_stores : tuple of (int, str)
+        Each province with a store, and its store holding the most opening stock (the ``regional`` rule's
+        home stores).
     """
 
     scenario: Scenario
@@ -79,6 +106,12 @@ class World:
     lon: np.ndarray
     pick_per_hour: np.ndarray
     picks_all_day: np.ndarray
+    unit_price_cents: np.ndarray
+    coupon_cents: np.ndarray
+    gross_cents: np.ndarray
+    answer_median_min: np.ndarray
+    answer_seed: np.random.SeedSequence
+    regional_stores: tuple[tuple[int, str], ...]
 
     @property
     def units_ordered(self) -> np.ndarray:
@@ -127,13 +160,15 @@ def build_world(scenario: Scenario) -> World:
     10
     """
     s = scenario
-    network_rng, arrival_rng, cancel_rng = (np.random.default_rng(x) for x in np.random.SeedSequence(s.seed).spawn(3))
+    # children 0-2 as before store operations existed, so the same seed draws the same network and customers
+    seeds = np.random.SeedSequence(s.seed).spawn(6)
+    network_rng, arrival_rng, cancel_rng, price_rng, answer_rng = (np.random.default_rng(x) for x in seeds[:5])
     base = demo_network(stores=s.stores, warehouses=s.warehouses, skus=s.skus, seed=s.seed)
     network = _configure_network(base, s, network_rng)
     stock = _opening_stock(network, s)
 
     n = s.orders
-    orders = demo_orders(network, n, seed=s.seed + 1, max_lines=min(s.max_lines, s.skus))
+    plain = demo_orders(network, n, seed=s.seed + 1, max_lines=min(s.max_lines, s.skus))
     arrival = arrival_times(s.profile, n, s.demand_hours, arrival_rng)
     # After the cut-off the carrier has gone: the order becomes pickable at the next midnight.
     hour_of_day = (arrival % _DAY) // _HOUR
@@ -142,22 +177,64 @@ def build_world(scenario: Scenario) -> World:
     cancel = np.where(cancels, arrival + cancel_rng.exponential(s.cancel_mean_hours * _HOUR, n), math.inf)
 
     sku_index = {sku: i for i, sku in enumerate(network.skus)}
-    counts = np.fromiter((len(o.lines) for o in orders), dtype=np.int64, count=n)
+    counts = np.fromiter((len(o.lines) for o in plain), dtype=np.int64, count=n)
     line_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    line_sku = np.fromiter((sku_index[line.sku] for o in orders for line in o.lines), dtype=np.int32,
+    line_sku = np.fromiter((sku_index[line.sku] for o in plain for line in o.lines), dtype=np.int32,
                            count=int(line_start[-1]))
-    line_qty = np.fromiter((line.qty for o in orders for line in o.lines), dtype=np.int32, count=int(line_start[-1]))
-    lat = np.array([o.destination[0] for o in orders], dtype=np.float64)  # type: ignore[index]
-    lon = np.array([o.destination[1] for o in orders], dtype=np.float64)  # type: ignore[index]
+    line_qty = np.fromiter((line.qty for o in plain for line in o.lines), dtype=np.int32, count=int(line_start[-1]))
+    lat = np.array([o.destination[0] for o in plain], dtype=np.float64)  # type: ignore[index]
+    lon = np.array([o.destination[1] for o in plain], dtype=np.float64)  # type: ignore[index]
+
+    price = unit_prices(len(network.skus), price_rng)
+    line_gross = price[line_sku] * line_qty.astype(np.int64)
+    gross = np.add.reduceat(line_gross, line_start[:-1]) if n else np.zeros(0, np.int64)
+    has_coupon = price_rng.random(n) < s.coupon_share
+    coupon = np.where(has_coupon, np.floor(gross * price_rng.uniform(_COUPON_LOW, _COUPON_HIGH, n)), 0).astype(np.int64)
+    orders = [Order(o.id, tuple(Line(x.sku, x.qty, int(c)) for x, c in zip(o.lines, price[line_sku[a:b]].tolist(),
+                                                                          strict=True)),
+                    destination=o.destination, coupon_cents=int(coupon[i]))
+              for i, (o, a, b) in enumerate(zip(plain, line_start[:-1].tolist(), line_start[1:].tolist(), strict=True))]
+    answer_median = s.answer_minutes * np.exp(ANSWER_SIGMA_LOCATION * answer_rng.standard_normal(len(network)))
 
     all_day = network.kind != LocationKind.STORE
     ships = (network.capabilities & int(Capability.SHIP)) != 0
     picking_hours = np.where(all_day, 24.0, float(s.store_hours[1] - s.store_hours[0]))
     pick_per_hour = np.where(ships, network.daily_capacity / picking_hours, 0.0)
-    for arr in (arrival, release, cancel, line_start, line_sku, line_qty, lat, lon, pick_per_hour, all_day):
+    for arr in (arrival, release, cancel, line_start, line_sku, line_qty, lat, lon, pick_per_hour, all_day, price,
+                coupon, gross, answer_median):
         arr.setflags(write=False)
     return World(s, network, stock, orders, arrival, release, cancel, line_start, line_sku, line_qty, lat, lon,
-                 pick_per_hour, all_day)
+                 pick_per_hour, all_day, price, coupon, gross, answer_median, seeds[5], _best_stocked_stores(network,
+                                                                                                          stock))
+
+
+def unit_prices(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` unit prices in cents: lognormal around ¥199, whole yuan, clipped to ¥29--¥1,999.
+
+    Examples
+    --------
+    >>> p = unit_prices(10_000, np.random.default_rng(0))
+    >>> int(p.min()) >= 2_900 and int(p.max()) <= 199_900 and bool((p % 100 == 0).all())
+    True
+    >>> 17_000 < float(np.median(p)) < 23_000
+    True
+    """
+    yuan = np.round(_PRICE_MEDIAN_CENTS / 100 * np.exp(_PRICE_SIGMA * rng.standard_normal(n)))
+    return np.clip(yuan * 100, _PRICE_LOW_CENTS, _PRICE_HIGH_CENTS).astype(np.int64)
+
+
+def _best_stocked_stores(network: Network, stock: pa.Table) -> tuple[tuple[int, str], ...]:
+    """Per province with a store: the store with the most opening units (ties: the first in network order)."""
+    index = {x: i for i, x in enumerate(network.ids)}
+    units = np.zeros(len(network), dtype=np.int64)
+    np.add.at(units, np.array([index[x] for x in stock.column("location").to_pylist()], dtype=np.int64),
+              stock.column("qty").to_numpy().astype(np.int64))
+    best: dict[int, int] = {}
+    for loc in np.flatnonzero(network.kind == LocationKind.STORE).tolist():
+        province = int(network.province_code[loc])
+        if province not in best or units[loc] > units[best[province]]:
+            best[province] = loc
+    return tuple((p, network.ids[loc]) for p, loc in sorted(best.items()))
 
 
 def _configure_network(base: Network, s: Scenario, rng: np.random.Generator) -> Network:
