@@ -30,7 +30,7 @@ DEBUG = os.environ.get("PYOMNI_DEBUG") == "1"
 
 MODULES = ["geo", "ledger", "router", "flash", "protowire"]      # order = dependency order
 PXD_ONLY = ["status"]
-PROTOS = ["types", "inventory", "routing", "diagnostics", "selling"]   # proto/pyomni/v1/<name>.proto
+PROTOS = ["types", "inventory", "routing", "diagnostics", "selling", "stores"]   # proto/pyomni/v1/<name>.proto
 
 
 def generate_protos() -> None:

@@ -1,7 +1,8 @@
 """The pyomni gRPC service: ``pyomni.v1`` over an :class:`pyomni.Engine`.
 
 ``status`` maps every :mod:`pyomni.errors` class to a gRPC status with
-details; ``servicers`` are thin adapters over the engine; ``metrics`` counts
+details; ``servicers``, ``selling`` and ``stores`` are thin adapters over the
+engine (``stores`` also runs the stores' order feeds); ``metrics`` counts
 and times RPCs for Prometheus; ``server`` builds the server
 (:func:`create_server`) and runs it (:func:`serve`, the ``pyomni serve``
 command). The wire conversions live in :mod:`pyomni.wire`, shared with

@@ -23,11 +23,17 @@ file (read once at start).
 **Roles.** :data:`ROLE_METHODS` is the whole policy, one table:
 
 * ``admin`` -- everything;
-* ``order-system`` -- route, quote, confirm, release, reroute, flash-sale claims, and every query;
+* ``order-system`` -- route, quote, confirm, release, reroute, flash-sale claims, returns, order
+  exceptions, the settlement export, and every query;
 * ``store`` -- its own stores only: their stock (read and apply events), rerouting an order away
-  from one of them (the store's rejection), and the reservations that ship from them;
+  from one of them (the store's rejection), the reservations that ship from them, their order feeds,
+  the steps and rejections of their shipments (an unknown shipment is refused like another store's,
+  so the check tells nothing about what exists), their shipment lists, and returns taken there;
 * ``channel`` -- its own channels' available-to-sell: the channel feed and the channel total;
-* ``reader`` -- queries.
+* ``reader`` -- queries (the settlement export is not one: it is the order system's).
+
+Store time limits and attribution rules (``SetStoreRules``, ``RegisterAttributionRule``,
+``SetChannelAttribution``) are admin's only.
 
 :class:`AuthInterceptor` checks every call once, from the call's own metadata
 (the ``authorization: Bearer ...`` header, which with TLS is as private as the
@@ -91,6 +97,8 @@ _QUERIES = frozenset({
     "FlashSaleService/GetFlashSale", "FlashSaleService/ListFlashSales", "FlashSaleService/GetClaim",
     "FlashSaleService/WatchFlashSale",
     "ChannelFeedService/ExportAvailability", "ChannelFeedService/WatchAvailability",
+    "StoreService/WatchStoreOrders", "StoreService/GetShipment", "StoreService/ListShipments",
+    "StoreService/ListOrderExceptions", "StoreService/GetStoreRules",
     "DiagnosticsService/Echo",
 })
 _ORDERS = frozenset({
@@ -99,6 +107,13 @@ _ORDERS = frozenset({
     "RoutingService/ConfirmReservation", "RoutingService/ReleaseReservation", "RoutingService/RerouteReservation",
     "FlashSaleService/ClaimUnits", "FlashSaleService/ClaimUnitsBatch", "FlashSaleService/ClaimUnitsStream",
     "FlashSaleService/ConfirmClaim", "FlashSaleService/ReleaseClaim",
+    "StoreService/ReturnLine", "StoreService/ResolveOrderException", "StoreService/ExportSettlement",
+})
+#: A store's shipment steps: each only on a shipment of one of its stores.
+_SHIPMENT_STEPS = frozenset({
+    "StoreService/AcceptShipment", "StoreService/MarkPicked", "StoreService/MarkPacked",
+    "StoreService/MarkShipped", "StoreService/MarkReady", "StoreService/MarkCollected",
+    "StoreService/RejectShipment", "StoreService/GetShipment",
 })
 
 #: Methods (``Service/Method`` of package ``pyomni.v1``) each role may call; ``admin`` may call all.
@@ -108,7 +123,8 @@ ROLE_METHODS: dict[str, frozenset[str]] = {
     "reader": _QUERIES,
     "store": frozenset({"InventoryService/GetStock", "InventoryService/ApplyStockEvents",
                         "RoutingService/RerouteReservation", "RoutingService/GetReservation",
-                        "DiagnosticsService/Echo"}),
+                        "StoreService/WatchStoreOrders", "StoreService/ListShipments", "StoreService/ReturnLine",
+                        "DiagnosticsService/Echo"}) | _SHIPMENT_STEPS,
     "channel": frozenset({"InventoryService/GetAvailability", "ChannelFeedService/ExportAvailability",
                           "ChannelFeedService/WatchAvailability", "DiagnosticsService/Echo"}),
 }
@@ -319,6 +335,22 @@ def _store_scope(method: str, request: Any, who: Principal, engine: Engine) -> N
             shipments = ()
         if not any(s.location in stores for s in shipments):
             raise _deny(f"{who.name} may read only reservations that ship from its stores", "reservation_id")
+    elif method in _SHIPMENT_STEPS:
+        try:
+            location = engine.shipment(request.shipment_id).location
+        except errors.PyomniError:
+            location = None             # unknown (or no id at all): refused like another store's, no oracle
+        if location not in stores:
+            raise _deny(f"{who.name} may act only on its own stores' shipments", "shipment_id")
+    elif method == "StoreService/WatchStoreOrders":
+        if not set(request.locations) <= stores:
+            raise _deny(f"{who.name} may watch only its own stores' orders", "locations")
+    elif method == "StoreService/ListShipments":
+        if request.location not in stores:     # "" is every store's
+            raise _deny(f"{who.name} may list only its own stores' shipments", "location")
+    elif method == "StoreService/ReturnLine":
+        if request.location not in stores:
+            raise _deny(f"{who.name} may take returns only at its own stores", "location")
 
 
 def _channel_scope(method: str, request: Any, who: Principal, engine: Engine) -> None:

@@ -26,6 +26,8 @@ import numpy as np
 from pyomni import Engine, errors
 from pyomni.v1 import selling_pb2, selling_pb2_grpc
 from pyomni.wire import (
+    ARROW_CHUNK_BYTES,
+    arrow_stream_bytes,
     claim_results_to_pb,
     claim_to_pb,
     flash_sale_from_pb,
@@ -37,7 +39,7 @@ from pyomni.wire import (
 from .servicers import MAX_BATCH, _decode_token, _encode_token, _page_size, _request_id, _rpc, stream_batches
 from .status import abort_with
 
-__all__ = ["FlashSaleServicer", "ClaimCoalescer", "MAX_WATCH_INTERVAL_MS"]
+__all__ = ["FlashSaleServicer", "ClaimCoalescer", "MAX_WATCH_INTERVAL_MS", "arrow_chunks"]
 
 #: Longest coalescing interval a WatchFlashSale caller may ask for (a minute).
 MAX_WATCH_INTERVAL_MS = 60_000
@@ -254,6 +256,15 @@ class FlashSaleServicer(selling_pb2_grpc.FlashSaleServiceServicer):
 
 
 
+def arrow_chunks(table: Any, *, epoch: str = "", sequence: int = 0) -> Iterator[Any]:
+    """A table as ``ArrowChunk`` messages: one Arrow IPC stream cut into pieces of at most 4 MiB (an empty
+    table is still one chunk, holding its schema)."""
+    data = arrow_stream_bytes(table)
+    step = ARROW_CHUNK_BYTES
+    for i in range(0, max(len(data), 1), step):
+        yield selling_pb2.ArrowChunk(data=data[i:i + step], epoch=epoch, sequence=sequence)
+
+
 _SCOPES = {0: "network", 1: "network", 2: "location"}
 
 
@@ -287,20 +298,12 @@ class ChannelFeedServicer(selling_pb2_grpc.ChannelFeedServiceServicer):
             self._feeds.clear()
 
     def ExportAvailability(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        import pyarrow as pa
-
         try:
             feed = self._feed(request)
         except errors.PyomniError as exc:
             abort_with(context, exc)
         table, seq = feed._table_at()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=65_536)
-        data = sink.getvalue().to_pybytes()
-        step = 4 << 20
-        for i in range(0, max(len(data), 1), step):
-            yield selling_pb2.ArrowChunk(data=data[i:i + step], epoch=feed.epoch, sequence=seq)
+        yield from arrow_chunks(table, epoch=feed.epoch, sequence=seq)
 
     def WatchAvailability(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:

@@ -40,12 +40,14 @@ call's rate) -- not more threads.
 reflection, metrics interceptor, message size limits); :func:`serve` is
 ``pyomni serve``: it opens the engine on the data directory
 (:meth:`pyomni.Engine.open`: the newest snapshot plus the journal after it; a
-new directory starts from the demo network), answers every mutation only once
+new directory starts from the demo network, with the default store time limits
+unless ``--no-store-limits``), answers every mutation only once
 its journal record is acknowledged by the ``--fsync`` policy (``always`` by
 default: on disk), expires holds from a sweeper thread, snapshots
 periodically (which also retires old journal segments) and on shutdown,
 serves Prometheus metrics over HTTP, logs JSON lines, and on SIGTERM/SIGINT
-stops taking calls, lets in-flight ones finish, saves, and exits. A
+stops taking calls, ends the open store order feeds (their terminals resume
+from their last sequence number), lets in-flight calls finish, saves, and exits. A
 ``kill -9`` at any moment loses nothing that was answered.
 """
 
@@ -70,6 +72,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 import pyomni
 from pyomni import Engine, errors
+from pyomni.fulfilment import StoreRules
 from pyomni.v1 import (
     diagnostics_pb2,
     diagnostics_pb2_grpc,
@@ -79,12 +82,15 @@ from pyomni.v1 import (
     routing_pb2_grpc,
     selling_pb2,
     selling_pb2_grpc,
+    stores_pb2,
+    stores_pb2_grpc,
 )
 
 from .metrics import Metrics, MetricsInterceptor
 from .security import AuthInterceptor, CertificateFiles, TokenTable, describe, is_local, server_credentials
 from .selling import ChannelFeedServicer, FlashSaleServicer
 from .servicers import DecodingInterceptor, DiagnosticsServicer, InventoryServicer, RoutingServicer
+from .stores import StoreServicer
 
 __all__ = ["ServerConfig", "create_server", "serve", "SERVICE_NAMES"]
 
@@ -97,7 +103,13 @@ SERVICE_NAMES = (
     diagnostics_pb2.DESCRIPTOR.services_by_name["DiagnosticsService"].full_name,
     selling_pb2.DESCRIPTOR.services_by_name["FlashSaleService"].full_name,
     selling_pb2.DESCRIPTOR.services_by_name["ChannelFeedService"].full_name,
+    stores_pb2.DESCRIPTOR.services_by_name["StoreService"].full_name,
 )
+
+#: Handler threads by default: every open store feed (``WatchStoreOrders``) holds one while it is open, so
+#: the pool must carry a feed per store terminal (400 stores) plus the ordinary traffic; the threads of
+#: the pool are made as they are needed and a feed's thread sleeps, so a large pool costs nothing idle.
+DEFAULT_WORKERS = 512
 
 
 @dataclass(frozen=True)
@@ -120,10 +132,13 @@ class ServerConfig:
     expire_every_s : float
         Seconds between runs of the expiry sweeper (holds also expire before every command).
     workers : int
-        Handler threads. Decisions serialise on the engine lock, but a thread
+        Handler threads (:data:`DEFAULT_WORKERS`, 512). Each open store order feed
+        (``WatchStoreOrders``) holds one for as long as it is open, asleep but
+        taken, so the pool is sized for a feed per store terminal (400 stores)
+        and the ordinary traffic besides; the pool makes its threads only as
+        calls need them. Decisions serialise on the engine lock, but a thread
         waiting for its batch's fsync costs nothing, and concurrent unary claims
-        are batched only as far as there are threads to carry them (64: a burst
-        of 64 members costs one commit).
+        are batched only as far as there are threads to carry them.
     max_message_bytes : int
         Largest request or response (a 10,000-order batch is about 2 MB).
     metrics_port : int
@@ -150,6 +165,11 @@ class ServerConfig:
         Allow plain text or no tokens on an address that is not loopback or a Unix socket.
     stores, warehouses, skus, seed : int
         The demo network built when ``data_dir`` holds no snapshot.
+    store_limits : bool
+        On a new data directory, set the default store rules (:class:`pyomni.fulfilment.StoreRules`:
+        a 15-minute answer limit, opening hours 10:00-22:00 China time), so shipments nobody answers
+        time out and are re-routed; ``--no-store-limits`` leaves the engine without time limits. A
+        directory that already exists keeps the rules it has.
     """
 
     address: str = "127.0.0.1:50051"
@@ -157,7 +177,7 @@ class ServerConfig:
     fsync: str = "always"
     fsync_interval_ms: float = 5.0
     expire_every_s: float = 1.0
-    workers: int = 64
+    workers: int = DEFAULT_WORKERS
     max_message_bytes: int = 16 * 1024 * 1024
     metrics_port: int = 9464
     metrics_host: str = ""
@@ -173,6 +193,7 @@ class ServerConfig:
     tls_client_ca: str = ""
     tokens: str = ""
     insecure: bool = False
+    store_limits: bool = True
 
 
 class _Handlers:
@@ -208,9 +229,11 @@ def _add_routing(servicer: RoutingServicer, server: Any) -> None:
         "RouteOrderStream": grpc.stream_stream_rpc_method_handler(servicer.RouteOrderStreamBytes)})
 
 
-def create_server(address: str, engine: Engine, *, workers: int = 64, max_message_bytes: int = 16 * 1024 * 1024,
-                  metrics: Metrics | None = None, health_servicer: health.HealthServicer | None = None,
-                  tokens: TokenTable | None = None, tls: CertificateFiles | None = None) -> tuple[grpc.Server, int]:
+def create_server(address: str, engine: Engine, *, workers: int = DEFAULT_WORKERS,
+                  max_message_bytes: int = 16 * 1024 * 1024, metrics: Metrics | None = None,
+                  health_servicer: health.HealthServicer | None = None, tokens: TokenTable | None = None,
+                  tls: CertificateFiles | None = None, stopping: threading.Event | None = None,
+                  clock: Callable[[], float] = time.time) -> tuple[grpc.Server, int]:
     """A gRPC server (not yet started) serving ``engine``, and the port it bound.
 
     Parameters
@@ -219,7 +242,7 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
         ``host:port``; port 0 binds a free port.
     engine : pyomni.Engine
     workers : int
-        Handler threads.
+        Handler threads; each open store order feed holds one (see :class:`ServerConfig`).
     max_message_bytes : int
         Receive and send limit per message.
     metrics : Metrics, optional
@@ -231,6 +254,12 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
         without, every caller may do everything.
     tls : grpc_server.security.CertificateFiles, optional
         Serve TLS (mutual TLS when the files include a client CA); plain text without.
+    stopping : threading.Event, optional
+        Set it when the server begins to stop: the open store order feeds end at once (UNAVAILABLE)
+        instead of holding ``server.stop``'s grace.
+    clock : callable
+        The engine's clock (shipment deadlines are shown as seconds left by it); ``time.time`` by default,
+        as :meth:`pyomni.Engine.open` uses.
 
     Raises
     ------
@@ -265,6 +294,8 @@ def create_server(address: str, engine: Engine, *, workers: int = 64, max_messag
     _add(diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer(), server)
     _add(selling_pb2_grpc.add_FlashSaleServiceServicer_to_server, FlashSaleServicer(engine), server)
     _add(selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server, ChannelFeedServicer(engine), server)
+    _add(stores_pb2_grpc.add_StoreServiceServicer_to_server, StoreServicer(engine, stopping=stopping, clock=clock),
+         server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
@@ -333,9 +364,12 @@ def _open_engine(config: ServerConfig) -> Engine:
                                       seed=config.seed)
         engine = Engine.open(data, network, **options)
         engine.apply_stock_events(pyomni.demo_stock(network, seed=config.seed), request_id="demo-stock")
+        if config.store_limits:         # time limits run in the main job; an existing directory keeps its own
+            engine.set_store_rules(None, StoreRules(), request_id="default-store-rules")
         engine.save()
         log.info("built demo network", extra={"locations": len(network), "cities": len(set(network.city)),
                                               "skus": len(network.skus), "cells": engine.stats()["cells"],
+                                              "store_limits": config.store_limits,
                                               "seconds": round(time.perf_counter() - start, 2)})
         return engine
     stats = engine.stats()
@@ -426,9 +460,10 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
     _tune_gc()
     metrics = Metrics(engine)
     health_servicer = health.HealthServicer()
+    stopping = threading.Event()        # set at a shutdown signal: the sweeper and the store feeds end
     server, port = create_server(config.address, engine, workers=config.workers,
                                  max_message_bytes=config.max_message_bytes, metrics=metrics,
-                                 health_servicer=health_servicer, tokens=tokens, tls=tls)
+                                 health_servicer=health_servicer, tokens=tokens, tls=tls, stopping=stopping)
     metrics_server: Any = None
     if config.metrics_port:
         from prometheus_client import start_http_server
@@ -439,7 +474,6 @@ def serve(config: ServerConfig = ServerConfig(), *, ready: threading.Event | Non
         except OSError as exc:
             raise errors.Unavailable(f"cannot serve metrics on {host}:{config.metrics_port}: {exc} "
                                      "(choose another --metrics-port, or 0 for none)", field="metrics_port") from None
-    stopping = threading.Event()
     sweeper = threading.Thread(target=_sweep_expiry, args=(engine, config.expire_every_s, stopping),
                                name="pyomni-expiry", daemon=True)
 

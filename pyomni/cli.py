@@ -1,7 +1,8 @@
 """Command line of pyomni.
 
 ``pyomni serve`` runs the gRPC server; ``route``, ``quote``, ``confirm``,
-``release``, ``reservation``, ``stock`` and ``nearby`` call a running one
+``release``, ``reservation``, ``stock``, ``nearby``, ``sale``, ``store`` (a
+store's order feed and shipment steps) and ``settle`` call a running one
 (:mod:`pyomni.service_cli`); ``simulate`` and ``sweep`` run peak simulations
 (:mod:`pyomni.sim.cli`); ``demo`` routes a burst of demo orders in process:
 it builds a demo network (stores in real cities weighted by population,

@@ -36,8 +36,9 @@ import grpc
 import pyarrow as pa
 from grpc_status import rpc_status
 
-from . import errors
+from . import errors, validate
 from .flash import Claim, FlashSale, SaleCounters
+from .fulfilment import OrderException, Rejection, RejectReason, ReturnRecord, StoreRules, StoreShipment
 from .model import (
     Allocation,
     Line,
@@ -49,6 +50,7 @@ from .model import (
     ReservationState,
     StockLevel,
 )
+from .settlement import AttributionRule
 from .v1 import (
     diagnostics_pb2,
     diagnostics_pb2_grpc,
@@ -58,11 +60,16 @@ from .v1 import (
     routing_pb2_grpc,
     selling_pb2,
     selling_pb2_grpc,
+    stores_pb2,
+    stores_pb2_grpc,
     types_pb2,
 )
 from .wire import (
     ERROR_DOMAIN,
+    StoreFeedBatch,
     allocation_from_pb,
+    attribution_rule_from_pb,
+    attribution_rule_to_pb,
     claim_batch_request,
     claim_from_pb,
     claim_results_from_pb,
@@ -72,17 +79,26 @@ from .wire import (
     flash_sale_to_pb,
     location_to_pb,
     nearby_from_pb,
+    order_exception_from_pb,
     order_to_pb,
     pickup_from_pb,
+    reject_reason_to_pb,
+    rejection_from_pb,
     reservation_from_pb,
     reservation_state_to_pb,
+    return_record_from_pb,
     route_columns_request,
     route_results_from_pb,
     sale_counters_from_pb,
     stock_level_from_pb,
+    store_feed_batch_from_pb,
+    store_rules_from_pb,
+    store_rules_to_pb,
+    store_shipment_from_pb,
+    table_from_chunks,
 )
 
-__all__ = ["Client", "RETRY_POLICY"]
+__all__ = ["Client", "StoreFeed", "RETRY_POLICY"]
 
 _IDEMPOTENT = {
     "pyomni.v1.InventoryService": ["UpsertLocations", "ApplyStockEvents", "GetStock", "GetAvailability",
@@ -93,6 +109,10 @@ _IDEMPOTENT = {
     "pyomni.v1.FlashSaleService": ["CreateFlashSale", "UpdateFlashSale", "EndFlashSale", "GetFlashSale",
                                    "ListFlashSales", "ClaimUnits", "ClaimUnitsBatch", "ConfirmClaim",
                                    "ReleaseClaim", "GetClaim"],
+    "pyomni.v1.StoreService": ["AcceptShipment", "MarkPicked", "MarkPacked", "MarkShipped", "MarkReady",
+                               "MarkCollected", "RejectShipment", "GetShipment", "ListShipments", "ReturnLine",
+                               "ListOrderExceptions", "ResolveOrderException", "SetStoreRules", "GetStoreRules",
+                               "RegisterAttributionRule", "SetChannelAttribution"],
 }
 #: gRPC retry policy of the idempotent methods (every unary one: the client sends request ids).
 RETRY_POLICY = {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s", "backoffMultiplier": 2,
@@ -233,6 +253,7 @@ class Client:
         self._routing = routing_pb2_grpc.RoutingServiceStub(self._channel)
         self._diagnostics = diagnostics_pb2_grpc.DiagnosticsServiceStub(self._channel)
         self._sales = selling_pb2_grpc.FlashSaleServiceStub(self._channel)
+        self._stores = stores_pb2_grpc.StoreServiceStub(self._channel)
 
     # -- plumbing ------------------------------------------------------------------
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
@@ -526,6 +547,195 @@ class Client:
                 yield sale_counters_from_pb(msg)
         except grpc.RpcError as exc:
             raise _error(exc) from None
+
+
+    # -- store operations -----------------------------------------------------------
+    def watch_store_orders(self, locations: Sequence[str], *, after_seq: int = 0, heartbeat: float = 5.0,
+                           timeout: float | None = None) -> StoreFeed:
+        """Follow stores' order feeds (see :meth:`pyomni.Engine.wait_store_events`): a :class:`StoreFeed`
+        yielding a :class:`~pyomni.wire.StoreFeedBatch` whenever their shipments change, and a heartbeat batch
+        after ``heartbeat`` seconds without a change, until it is cancelled (no deadline unless ``timeout``).
+
+        Resume after a disconnect with ``after_seq`` = the last batch's ``last_seq``: nothing is missed and
+        nothing repeated; ``after_seq=0`` (or one the server no longer keeps) starts with a reset batch
+        holding every open shipment. A server that stops ends the feed with
+        :class:`~pyomni.errors.Unavailable`.
+        """
+        req = stores_pb2.WatchStoreOrdersRequest(after_seq=after_seq, heartbeat_seconds=heartbeat)
+        req.locations.extend([locations] if isinstance(locations, str) else locations)
+        return StoreFeed(self._stores.WatchStoreOrders(req, timeout=timeout, metadata=self._metadata))
+
+    def _step(self, method: Any, request_type: Any, shipment_id: str, request_id: str | None,
+              timeout: float | None) -> StoreShipment:
+        req = request_type(request_id=_rid(request_id), shipment_id=shipment_id)
+        return store_shipment_from_pb(self._call(method, req, timeout))
+
+    def accept_shipment(self, shipment_id: str, *, request_id: str | None = None,
+                        timeout: float | None = None) -> StoreShipment:
+        """The store takes a new shipment on (see :meth:`pyomni.Engine.accept_shipment`)."""
+        return self._step(self._stores.AcceptShipment, stores_pb2.AcceptShipmentRequest, shipment_id, request_id,
+                          timeout)
+
+    def pick_shipment(self, shipment_id: str, *, request_id: str | None = None,
+                      timeout: float | None = None) -> StoreShipment:
+        """The shipment's units are off the shelf."""
+        return self._step(self._stores.MarkPicked, stores_pb2.MarkPickedRequest, shipment_id, request_id, timeout)
+
+    def pack_shipment(self, shipment_id: str, *, request_id: str | None = None,
+                      timeout: float | None = None) -> StoreShipment:
+        """The parcel is packed."""
+        return self._step(self._stores.MarkPacked, stores_pb2.MarkPackedRequest, shipment_id, request_id, timeout)
+
+    def ship_shipment(self, shipment_id: str, *, request_id: str | None = None,
+                      timeout: float | None = None) -> StoreShipment:
+        """Handed to the courier (the reservation must be confirmed): the lines are fulfilled."""
+        return self._step(self._stores.MarkShipped, stores_pb2.MarkShippedRequest, shipment_id, request_id,
+                          timeout)
+
+    def ready_shipment(self, shipment_id: str, *, request_id: str | None = None,
+                       timeout: float | None = None) -> StoreShipment:
+        """Ready for the customer to collect."""
+        return self._step(self._stores.MarkReady, stores_pb2.MarkReadyRequest, shipment_id, request_id, timeout)
+
+    def collect_shipment(self, shipment_id: str, *, request_id: str | None = None,
+                         timeout: float | None = None) -> StoreShipment:
+        """The customer collected it (the reservation must be confirmed): the lines are fulfilled."""
+        return self._step(self._stores.MarkCollected, stores_pb2.MarkCollectedRequest, shipment_id, request_id,
+                          timeout)
+
+    def reject_shipment(self, shipment_id: str, reason: RejectReason | int | str, *, note: str = "",
+                        request_id: str | None = None, timeout: float | None = None) -> Rejection:
+        """The store gives a shipment back (``reason`` a :class:`~pyomni.fulfilment.RejectReason`, its value
+        or its name in any case); its lines are routed again (see :meth:`pyomni.Engine.reject_shipment`)."""
+        why = validate.member(reason, "reason", RejectReason, by_name=True, by_value=True)
+        req = stores_pb2.RejectShipmentRequest(request_id=_rid(request_id), shipment_id=shipment_id, note=note)
+        req.reason = reject_reason_to_pb(why)  # type: ignore[assignment]
+        return rejection_from_pb(self._call(self._stores.RejectShipment, req, timeout))
+
+    def shipment(self, shipment_id: str, *, timeout: float | None = None) -> StoreShipment:
+        """One shipment as its store sees it."""
+        req = stores_pb2.GetShipmentRequest(shipment_id=shipment_id)
+        return store_shipment_from_pb(self._call(self._stores.GetShipment, req, timeout))
+
+    def list_shipments(self, location: str | None = None, *, include_closed: bool = False,
+                       order_id: str | None = None, page_size: int = 500,
+                       timeout: float | None = None) -> list[StoreShipment]:
+        """Shipments in id order (a store's, or every store's; open ones unless ``include_closed``), all pages."""
+        out: list[StoreShipment] = []
+        token = ""
+        while True:
+            req = stores_pb2.ListShipmentsRequest(location=location or "", include_closed=include_closed,
+                                                  order_id=order_id or "", page_size=page_size, page_token=token)
+            response = self._call(self._stores.ListShipments, req, timeout)
+            out.extend(store_shipment_from_pb(s) for s in response.shipments)
+            token = response.next_page_token
+            if not token:
+                return out
+
+    def return_line(self, shipment_id: str, sku: str, qty: int, *, location: str, request_id: str | None = None,
+                    timeout: float | None = None) -> ReturnRecord:
+        """Units of a fulfilled line handed back at ``location`` (see :meth:`pyomni.Engine.return_line`)."""
+        req = stores_pb2.ReturnLineRequest(request_id=_rid(request_id), shipment_id=shipment_id, sku=sku, qty=qty,
+                                           location=location)
+        return return_record_from_pb(self._call(self._stores.ReturnLine, req, timeout))
+
+    def order_exceptions(self, *, include_resolved: bool = False, page_size: int = 500,
+                         timeout: float | None = None) -> list[OrderException]:
+        """Order exceptions in id order (open ones unless ``include_resolved``), all pages."""
+        out: list[OrderException] = []
+        token = ""
+        while True:
+            req = stores_pb2.ListOrderExceptionsRequest(include_resolved=include_resolved, page_size=page_size,
+                                                        page_token=token)
+            response = self._call(self._stores.ListOrderExceptions, req, timeout)
+            out.extend(order_exception_from_pb(x) for x in response.exceptions)
+            token = response.next_page_token
+            if not token:
+                return out
+
+    def resolve_exception(self, exception_id: str, *, retry: bool = False, note: str = "",
+                          request_id: str | None = None, timeout: float | None = None) -> OrderException:
+        """Close an order exception, or (``retry``) route its lines again."""
+        req = stores_pb2.ResolveOrderExceptionRequest(request_id=_rid(request_id), exception_id=exception_id,
+                                                      retry=retry, note=note)
+        return order_exception_from_pb(self._call(self._stores.ResolveOrderException, req, timeout))
+
+    def set_store_rules(self, location: str | None, rules: StoreRules | None, *, request_id: str | None = None,
+                        timeout: float | None = None) -> StoreRules | None:
+        """Set a store's time limits (``location`` None: the default); ``rules`` None removes them. Returns the
+        rules now in force there (None: no time limits)."""
+        req = stores_pb2.SetStoreRulesRequest(request_id=_rid(request_id), location=location or "")
+        if rules is not None:
+            store_rules_to_pb(rules, req.rules)
+        msg = self._call(self._stores.SetStoreRules, req, timeout)
+        return store_rules_from_pb(msg.rules) if msg.HasField("rules") else None
+
+    def store_rules(self, location: str | None = None, *, timeout: float | None = None) -> StoreRules | None:
+        """The time limits in force at a store (or the default); None: no time limits."""
+        msg = self._call(self._stores.GetStoreRules, stores_pb2.GetStoreRulesRequest(location=location or ""),
+                         timeout)
+        return store_rules_from_pb(msg.rules) if msg.HasField("rules") else None
+
+    def register_attribution_rule(self, rule: AttributionRule, *, request_id: str | None = None,
+                                  timeout: float | None = None) -> AttributionRule:
+        """Make an attribution rule selectable (by key, and by name for its newest version)."""
+        req = stores_pb2.RegisterAttributionRuleRequest(request_id=_rid(request_id))
+        attribution_rule_to_pb(rule, req.rule)
+        return attribution_rule_from_pb(self._call(self._stores.RegisterAttributionRule, req, timeout))
+
+    def set_attribution(self, channel: str | None, rule: str | None, *, request_id: str | None = None,
+                        timeout: float | None = None) -> AttributionRule:
+        """Credit a channel's orders (``channel`` None: the default) by a registered rule (key or name);
+        ``rule`` None removes the channel's own choice. Returns the rule now in force for the channel."""
+        req = stores_pb2.SetChannelAttributionRequest(request_id=_rid(request_id), channel=channel or "",
+                                                      rule=rule or "")
+        return attribution_rule_from_pb(self._call(self._stores.SetChannelAttribution, req, timeout).rule)
+
+    def export_settlement(self, day: str | None = None, *, entries: bool = False,
+                          timeout: float | None = None) -> pa.Table:
+        """The settlement ledger (see :meth:`pyomni.Engine.settlement`): daily totals per party, or every entry;
+        ``day`` an ISO date keeps one business day. Travels as Arrow IPC chunks."""
+        req = stores_pb2.ExportSettlementRequest(day=str(day) if day is not None else "", entries=entries)
+        try:
+            chunks = list(self._stores.ExportSettlement(req, timeout=self.timeout if timeout is None else timeout,
+                                                        metadata=self._metadata))
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        return table_from_chunks(chunks)
+
+
+class StoreFeed:
+    """An open store order feed (:meth:`Client.watch_store_orders`): iterate it for
+    :class:`~pyomni.wire.StoreFeedBatch` values; :meth:`cancel` (from any thread, or leaving a ``with``
+    block) ends it, and the iteration then simply stops. A failed feed raises its :mod:`pyomni.errors` class.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._cancelled = False
+
+    def __iter__(self) -> StoreFeed:
+        return self
+
+    def __next__(self) -> StoreFeedBatch:
+        try:
+            msg = next(self._call)
+        except grpc.RpcError as exc:
+            if self._cancelled:
+                raise StopIteration from None
+            raise _error(exc) from None
+        return store_feed_batch_from_pb(msg)
+
+    def cancel(self) -> None:
+        """End the feed (the server's side ends too)."""
+        self._cancelled = True
+        self._call.cancel()
+
+    def __enter__(self) -> StoreFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 def _result(r: Any) -> Allocation | errors.PyomniError:

@@ -127,7 +127,14 @@ def _numeric_array(values: Sequence[Any] | np.ndarray, column: str, error: type[
         if not _is_number(value):
             raise error(f"{column} of location {i} must be a number, got {_describe(value)}", field=_row(i, column))
     arr = np.array(values)
-    return arr if arr.dtype.kind in "iuf" else arr.astype(np.float64)  # ints beyond int64 become floats
+    if arr.dtype.kind in "iuf":
+        return arr
+    try:
+        return arr.astype(np.float64)       # ints beyond int64 become floats (and fail the range checks)
+    except OverflowError:                   # beyond every float (10**400): no range holds it
+        i = next(i for i, v in enumerate(values) if not -1e308 <= v <= 1e308)
+        raise error(f"{column} of location {i} is out of range, got {_describe(values[i])}",
+                    field=_row(i, column)) from None
 
 
 def _float_column(values, column: str, *, low: float, high: float,

@@ -2,10 +2,18 @@
 
 ``serve`` runs :func:`grpc_server.serve` and ``token`` edits its token file;
 ``route``, ``quote``, ``confirm``, ``release``, ``reservation``, ``stock``,
-``nearby`` and ``sale`` call it through
+``nearby``, ``sale``, ``store`` and ``settle`` call it through
 :class:`pyomni.Client` and print JSON (one object per answer), so a person can
 try the service from a shell and a script can parse what it prints. A failed
 call prints the error's reason, field and message to stderr and exits 1.
+
+``store watch`` is a store terminal's order feed: one line per event (sequence
+number, store, kind, shipment, lines, seconds left), or with ``--json`` one JSON
+object per line, each flushed as it comes; Ctrl-C ends it (exit status 0), and
+``--after`` the last sequence number it printed resumes it without a gap.
+``store accept|pick|pack|ship|ready|collect|reject`` move a shipment,
+``store list|return|exceptions|resolve`` do the rest, and ``settle`` writes the
+settlement ledger as Parquet.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import sys
 from typing import Any
 
 from . import errors
+from .fulfilment import RejectReason
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -51,14 +60,25 @@ def _point(text: str) -> tuple[float, float]:
     return lat, lon
 
 
-def _line(text: str) -> tuple[str, int]:
-    sku, _, qty = text.rpartition(":")
-    if not sku:
-        return text, 1
-    try:
-        return sku, int(qty)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected SKU[:QTY], got {text!r}") from None
+def _line(text: str) -> Any:
+    """``SKU``, ``SKU:QTY`` or ``SKU:QTY:PRICE_CENTS`` as a :class:`~pyomni.model.Line` (the trailing numbers
+    are read as quantity, then price).
+
+    >>> [(x.sku, x.qty, x.unit_price_cents) for x in map(_line, ["SKU-1", "SKU-1:2", "SKU-1:2:1999"])]
+    [('SKU-1', 1, 0), ('SKU-1', 2, 0), ('SKU-1', 2, 1999)]
+    """
+    from .model import Line
+
+    parts = text.split(":")
+    numbers: list[int] = []
+    while len(parts) > 1 and len(numbers) < 2 and parts[-1].lstrip("-").isdigit():
+        numbers.insert(0, int(parts.pop()))
+    sku = ":".join(parts)
+    if not sku or (len(text.split(":")) > 1 and not numbers):
+        raise argparse.ArgumentTypeError(f"expected SKU[:QTY[:PRICE_CENTS]], got {text!r}")
+    qty = numbers[0] if numbers else 1
+    price = numbers[1] if len(numbers) > 1 else 0
+    return Line(sku, qty, price)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -80,7 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
                           snapshot_records=args.snapshot_records, grace_s=args.grace, stores=args.stores,
                           warehouses=args.warehouses, skus=args.skus, seed=args.seed,
                           tls_cert=args.tls_cert or "", tls_key=args.tls_key or "",
-                          tls_client_ca=args.tls_client_ca or "", tokens=args.tokens or "", insecure=args.insecure)
+                          tls_client_ca=args.tls_client_ca or "", tokens=args.tokens or "", insecure=args.insecure,
+                          store_limits=not args.no_store_limits)
     return serve(config)
 
 
@@ -90,7 +111,7 @@ def _order(args: argparse.Namespace) -> Any:
     if args.to is None and args.pickup is None:
         raise errors.InvalidOrder("give --to LAT,LON (delivery) or --pickup LOCATION", field="destination")
     return Order(args.order_id, tuple(args.line), destination=args.to, pickup_location=args.pickup,
-                 channel=args.channel, max_splits=args.max_splits)
+                 channel=args.channel, max_splits=args.max_splits, coupon_cents=args.coupon)
 
 
 def _route(args: argparse.Namespace) -> int:
@@ -177,6 +198,70 @@ def _sale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feed_line(batch: Any, event: Any, as_json: bool) -> str:
+    """One line of ``store watch`` for an event of a feed batch."""
+    s = event.shipment
+    left = batch.seconds_left(event)
+    if as_json:
+        return json.dumps({"seq": event.seq, "location": event.location, "kind": event.kind, "shipment_id": s.id,
+                           "order_id": s.order_id, "state": s.state.name,
+                           "lines": [{"sku": x.sku, "qty": x.qty} for x in s.lines],
+                           "seconds_left": None if left is None else round(left, 3), "due_at": s.due_at,
+                           "late": s.late, "pickup": s.pickup, "reset": batch.reset}, ensure_ascii=False)
+    lines = ",".join(f"{x.sku}:{x.qty}" for x in s.lines)
+    shown = "-" if left is None else f"{left:.0f}s"
+    return f"{event.seq} {event.location} {event.kind} {s.id} {lines} {shown}{' LATE' if s.late else ''}"
+
+
+def _store_watch(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as client, client.watch_store_orders(args.location, after_seq=args.after,
+                                                                  heartbeat=args.heartbeat) as feed:
+            for batch in feed:
+                for event in batch.events:
+                    print(_feed_line(batch, event, args.json), flush=True)
+    except KeyboardInterrupt:           # Ctrl-C: the store closed its terminal, nothing went wrong
+        return 0
+    return 0
+
+
+_STEPS = {"accept": "accept_shipment", "pick": "pick_shipment", "pack": "pack_shipment", "ship": "ship_shipment",
+          "ready": "ready_shipment", "collect": "collect_shipment"}
+#: the reasons a store may give (TIMEOUT and ORDER_SYSTEM are the clock's and the order system's)
+_STORE_REASONS = tuple(r.name.lower() for r in RejectReason
+                       if r not in (RejectReason.TIMEOUT, RejectReason.ORDER_SYSTEM))
+
+
+def _store(args: argparse.Namespace) -> int:
+    action = args.store_command
+    with _client(args) as client:
+        if action in _STEPS:
+            _print(getattr(client, _STEPS[action])(args.shipment_id, request_id=args.request_id))
+        elif action == "reject":
+            _print(client.reject_shipment(args.shipment_id, args.reason, note=args.note, request_id=args.request_id))
+        elif action == "list":
+            _print(client.list_shipments(args.location, include_closed=args.all))
+        elif action == "return":
+            _print(client.return_line(args.shipment_id, args.sku, args.qty, location=args.at,
+                                      request_id=args.request_id))
+        elif action == "exceptions":
+            _print(client.order_exceptions(include_resolved=args.all))
+        else:
+            _print(client.resolve_exception(args.exception_id, retry=args.retry, note=args.note,
+                                            request_id=args.request_id))
+    return 0
+
+
+def _settle(args: argparse.Namespace) -> int:
+    from .settlement import write_settlement
+
+    with _client(args) as client:
+        table = client.export_settlement(args.day, entries=args.entries)
+    out = write_settlement(table, args.out)
+    _print({"out": str(out), "rows": table.num_rows, "day": args.day, "entries": args.entries})
+    return 0
+
+
 def _calling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server host:port (default {DEFAULT_ADDRESS})")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline of each call in seconds")
@@ -193,8 +278,11 @@ def _calling(parser: argparse.ArgumentParser) -> None:
 
 def _order_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("order_id", help="order id")
-    parser.add_argument("--line", "-l", type=_line, action="append", required=True, metavar="SKU[:QTY]",
-                        help="an order line (repeat for more)")
+    parser.add_argument("--line", "-l", type=_line, action="append", required=True,
+                        metavar="SKU[:QTY[:PRICE_CENTS]]",
+                        help="an order line, with its unit price in cents for settlement (repeat for more)")
+    parser.add_argument("--coupon", type=int, default=0, metavar="CENTS",
+                        help="e-coupon discount on the whole order, in cents")
     parser.add_argument("--to", type=_point, metavar="LAT,LON", help="delivery address")
     parser.add_argument("--pickup", metavar="LOCATION", help="click-and-collect at this store")
     parser.add_argument("--channel", default="app")
@@ -215,8 +303,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         "interval = written to the OS, synced every --fsync-interval-ms; never = written in the "
                         "background")
     p.add_argument("--fsync-interval-ms", type=float, default=5.0, help="sync period of --fsync interval")
-    p.add_argument("--workers", type=int, default=64,
-                   help="handler threads (waiting callers cost no CPU; concurrent claims are batched)")
+    p.add_argument("--workers", type=int, default=512,
+                   help="handler threads (default 512: each open store order feed holds one; waiting callers "
+                        "cost no CPU; concurrent claims are batched)")
     p.add_argument("--max-message-mb", type=int, default=16, help="largest message in MiB")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus HTTP port (0 = off)")
     p.add_argument("--metrics-host", default="", help="where metrics listen (plain HTTP; default: --address's "
@@ -236,6 +325,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                                                     "default $PYOMNI_TOKENS; neither: every caller is admin)")
     p.add_argument("--insecure", action="store_true",
                    help="allow plain text or no tokens on an address other than loopback or a Unix socket")
+    p.add_argument("--no-store-limits", action="store_true",
+                   help="a new data directory gets no default store time limits (15-minute answer limit, "
+                        "10:00-22:00 China time); an existing one keeps what it has either way")
     p.set_defaults(run=_serve)
 
     p = subparsers.add_parser("route", help="route an order on a running server and hold its stock")
@@ -297,6 +389,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _calling(p)
     p.set_defaults(run=_sale)
 
+    _add_store_commands(subparsers)
+
+    p = subparsers.add_parser("settle", help="write the settlement ledger of a running server as Parquet",
+                              description="Export the settlement ledger (ExportSettlement): per business day and "
+                                          "party, or every entry with --entries; written atomically.")
+    p.add_argument("--day", help="one business day, ISO date (default: every day)")
+    p.add_argument("--out", required=True, metavar="FILE.parquet", help="the Parquet file to write")
+    p.add_argument("--entries", action="store_true", help="every settlement entry instead of the daily totals")
+    _calling(p)
+    p.set_defaults(run=_settle)
+
     p = subparsers.add_parser("token", help="bearer tokens of a server's token file: new, list, revoke",
                               description="Edit the token file of pyomni serve --tokens. new prints a fresh "
                                           "token once (the file keeps only its SHA-256); a running server "
@@ -316,6 +419,62 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=20)
     _calling(p)
     p.set_defaults(run=_nearby)
+
+
+def _add_store_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("store", help="store operations: the order feed, shipment steps, returns, exceptions",
+                              description="A store's side of a running server: watch its order feed, move "
+                                          "shipments (accept, pick, pack, ship; ready, collect for pickup), reject "
+                                          "them, list them, take returns, and resolve order exceptions.")
+    sub = p.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    q = sub.add_parser("watch", help="follow stores' order feeds, one line per event (Ctrl-C ends)")
+    q.add_argument("location", nargs="+", help="the stores to watch")
+    q.add_argument("--after", type=int, default=0, metavar="SEQ",
+                   help="resume after this sequence number (default 0: start with every open shipment)")
+    q.add_argument("--heartbeat", type=float, default=5.0, metavar="S", help="seconds between heartbeats")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    _calling(q)
+    q.set_defaults(run=_store_watch)
+    for name, text in (("accept", "take a new shipment on"), ("pick", "the units are off the shelf"),
+                       ("pack", "the parcel is packed"), ("ship", "handed to the courier (needs the order paid)"),
+                       ("ready", "ready for the customer to collect"),
+                       ("collect", "the customer collected it (needs the order paid)")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("shipment_id")
+        q.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+        _calling(q)
+        q.set_defaults(run=_store)
+    q = sub.add_parser("reject", help="give a shipment back; its lines are routed again")
+    q.add_argument("shipment_id")
+    q.add_argument("--reason", required=True, choices=_STORE_REASONS)
+    q.add_argument("--note", default="", help="free text")
+    q.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    _calling(q)
+    q.set_defaults(run=_store)
+    q = sub.add_parser("list", help="a store's shipments (open ones unless --all)")
+    q.add_argument("location")
+    q.add_argument("--all", action="store_true", help="closed ones too")
+    _calling(q)
+    q.set_defaults(run=_store)
+    q = sub.add_parser("return", help="units of a shipped or collected line handed back at a store")
+    q.add_argument("shipment_id")
+    q.add_argument("sku")
+    q.add_argument("qty", type=int)
+    q.add_argument("--at", required=True, metavar="LOCATION", help="the store taking them back")
+    q.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    _calling(q)
+    q.set_defaults(run=_store)
+    q = sub.add_parser("exceptions", help="order exceptions waiting for a person (--all: resolved ones too)")
+    q.add_argument("--all", action="store_true")
+    _calling(q)
+    q.set_defaults(run=_store)
+    q = sub.add_parser("resolve", help="close an order exception, or route its lines again (--retry)")
+    q.add_argument("exception_id")
+    q.add_argument("--retry", action="store_true", help="route the lines again")
+    q.add_argument("--note", default="", help="how it was dealt with")
+    q.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    _calling(q)
+    q.set_defaults(run=_store)
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -137,7 +137,7 @@ class _Ship:
     """A shipment as the engine keeps it (mutable, internal; :class:`StoreShipment` is the public copy)."""
 
     __slots__ = ("id", "rid", "order", "loc", "pickup", "state", "created_at", "updated_at", "due_at", "late",
-                 "reason", "note", "skus", "qtys", "fulfilled_at", "lines")
+                 "reason", "note", "skus", "qtys", "fulfilled_at", "lines", "tick")
 
     def __init__(self, sid: str, rid: str, order: Order, loc: int, pickup: bool, created_at: float,
                  skus: tuple[int, ...], qtys: tuple[int, ...]) -> None:
@@ -157,6 +157,7 @@ class _Ship:
         self.qtys = qtys
         self.fulfilled_at: float | None = None
         self.lines: tuple[Line, ...] | None = None      # the public lines, built once
+        self.tick = 0                                    # when its deadline was set, among equal deadlines
 
 
 class StoreSide:
@@ -254,9 +255,11 @@ class StoreSide:
     def attribution_rule(self, key: str | None = None, *, channel: str | None = None) -> AttributionRule:
         """A registered rule by key or name, or (``key`` None) the one a channel's orders use."""
         if key is None:
-            key = self._channel_rules.get(validate.identifier(channel, "channel") if channel else "",
-                                          self._channel_rules[""])
-        rule = self._rules.get(key) if isinstance(key, str) else None
+            where = "" if channel is None else validate.identifier(channel, "channel")
+            key = self._channel_rules.get(where, self._channel_rules[""])
+        else:
+            validate.identifier(key, "key")
+        rule = self._rules.get(key)
         if rule is None:
             raise errors.UnknownAttributionRule(f"no attribution rule {shown(key)}", field="rule")
         return rule
@@ -464,6 +467,7 @@ class StoreSide:
     def settlement(self, *, day: Any = None, entries: bool = False) -> pa.Table:
         """The settlement ledger: per business day and party (``entries`` True: every entry); ``day`` (a
         ``datetime.date`` or ISO string) keeps one day."""
+        entries = validate.flag(entries, "entries")
         with self._lock:
             rows = list(self._facts)
             rules = {k: r for k, r in self._rules.items() if k == r.key}
@@ -523,8 +527,9 @@ class StoreSide:
             path = "pickup" if ship.pickup else "delivery"
             raise errors.ShipmentStateConflict(f"{act.name} is not a step of a {path} shipment", field="action")
         if ship.state not in nxt[1]:
-            raise errors.ShipmentStateConflict(f"shipment {shown(ship.id)} is {ship.state.name}; {act.name} "
-                                               f"comes before", field="action")
+            need = " or ".join(x.name for x in sorted(nxt[1]))
+            raise errors.ShipmentStateConflict(f"shipment {shown(ship.id)} is {ship.state.name}; {act.name} needs "
+                                               f"it {need}", field="action")
         rec = self._records[ship.rid]
         if nxt[0] in (_S.SHIPPED, _S.COLLECTED) and rec.state is not _CONFIRMED:
             raise errors.ShipmentStateConflict(f"reservation {shown(rec.id)} is {rec.state.name}: the order "
@@ -672,7 +677,12 @@ class StoreSide:
         r = self._decide(p, pol, False, skus, qtys, excluded, budget, freed)
         if r[0] != 0:
             live = self._allocation(p, pol, r, AllocationStatus.UNFULFILLABLE, skus, qtys)
-            return Rerouted(loc, None, live.short_lines), None
+            # every line the parcel carried goes to the exception, also those that could go elsewhere alone:
+            # they travel together or wait together, never dropped
+            missing = {x.sku: x for x in live.short_lines}
+            lines = tuple(missing.get(self._sku_ids[s]) or ShortLine(self._sku_ids[s], q, q, "CONSTRAINTS")
+                          for s, q in zip(skus, qtys))
+            return Rerouted(loc, None, lines), None
         ships = tuple(ShipmentPlan(s[0], s[1], s[2], s[3], tuple(skus)) for s in r[1])
         return Rerouted(loc, ships, (), r[8]), None
 
@@ -775,7 +785,8 @@ class StoreSide:
 
     def _ships_added(self, rec: Any, now: float) -> None:
         """Parcels the reservation gained (``Engine.reroute``) become shipments."""
-        have = {s.loc for s in self._ships_of.get(rec.id, ())}
+        have = {s.loc for s in self._ships_of.get(rec.id, ())
+                if s.state not in TERMINAL or s.state in (_S.SHIPPED, _S.COLLECTED)}
         for t in rec.shipments:
             if t[0] not in have:
                 self._new_ship(rec, t, now)
@@ -814,10 +825,12 @@ class StoreSide:
         ship.due_at = due
         if due is not None:
             self._store_ticks += 1
-            heapq.heappush(self._store_clock, (due, self._store_ticks, ship.id, int(ship.state)))
+            ship.tick = self._store_ticks                   # equal deadlines fire in the order they were set,
+            heapq.heappush(self._store_clock, (due, ship.tick, ship.id, int(ship.state)))   # also after a restart
 
     def _step(self, ship: _Ship, state: ShipmentState, now: float) -> StoreShipment:
         """Move a shipment to ``state``: its next deadline, its store's open list and feed."""
+        was = ship.state
         ship.state = state
         ship.updated_at = now
         if state in TERMINAL:
@@ -830,7 +843,7 @@ class StoreSide:
             if state is _S.ACCEPTED:
                 self._schedule(ship, None if ship.late else rules.hours.advance(now, rules.pick_limit(fulfilment)))
             elif state is _S.PICKED:
-                if ship.due_at is None and not ship.late:  # picked without accepting: the pick limit starts here
+                if was is _S.ROUTED:                       # picked without accepting: the pick limit starts here
                     self._schedule(ship, rules.hours.advance(now, rules.pick_limit(fulfilment)))
                 elif ship.due_at is not None:
                     self._schedule(ship, ship.due_at)       # same deadline, rescheduled under the new state
@@ -968,7 +981,9 @@ class StoreSide:
         lines = ship.lines
         if lines is None:
             sku_ids = self._sku_ids
-            lines = ship.lines = tuple(Line(sku_ids[s], q) for s, q in zip(ship.skus, ship.qtys))
+            price = {x.sku: x.unit_price_cents for x in order.lines}
+            lines = ship.lines = tuple(Line(sku_ids[s], q, price.get(sku_ids[s], 0))
+                                       for s, q in zip(ship.skus, ship.qtys))
         return StoreShipment(ship.id, ship.rid, order.id, self._loc_ids[ship.loc], ship.state, ship.pickup,
                              order.fulfilment, order.channel, lines,                           # type: ignore[arg-type]
                              ship.created_at, ship.updated_at, ship.due_at, ship.late, ship.reason, ship.note,
@@ -978,7 +993,7 @@ class StoreSide:
     def _capture_stores(self) -> dict[str, Any]:
         """Under the lock: the store side's state as plain, codec-encodable values."""
         ships = [(s.id, s.rid, s.loc, s.pickup, int(s.state), s.created_at, s.updated_at, s.due_at, s.late,
-                  0 if s.reason is None else int(s.reason), s.note, s.skus, s.qtys, s.fulfilled_at)
+                  0 if s.reason is None else int(s.reason), s.note, s.skus, s.qtys, s.fulfilled_at, s.tick)
                  for s in self._ships.values()]
         return {
             "ships": ships, "seq": self._store_seq, "ticks": self._store_ticks,
@@ -994,8 +1009,8 @@ class StoreSide:
         self._init_stores()
         if not state:
             return
-        for (sid, rid, loc, pickup, st, created, updated, due, late, reason, note, skus, qtys,
-             fulfilled) in state["ships"]:
+        for (sid, rid, loc, pickup, st, created, updated, due, late, reason, note, skus, qtys, fulfilled,
+             tick) in state["ships"]:
             rec = self._records[rid]
             ship = _Ship(sid, rid, rec.order, loc, pickup, created, tuple(skus), tuple(qtys))
             ship.state = ShipmentState(st)
@@ -1005,9 +1020,9 @@ class StoreSide:
             self._ships_of.setdefault(rid, []).append(ship)
             if ship.state not in TERMINAL:
                 self._open_at.setdefault(loc, {})[sid] = ship
-            ship.due_at = due
+            ship.due_at, ship.tick = due, tick
             if due is not None:
-                self._store_clock.append((due, 0, sid, st))
+                self._store_clock.append((due, tick, sid, st))
         heapq.heapify(self._store_clock)
         self._store_seq = self._floor = state["seq"]
         self._store_ticks = state["ticks"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,18 @@ import pyarrow as pa
 
 from . import errors
 from .flash import Claim, ClaimResults, FlashSale, SaleCounters, SaleState, StoreCounters
+from .fulfilment import (
+    ExceptionState,
+    OpeningHours,
+    OrderException,
+    Rejection,
+    RejectReason,
+    ReturnRecord,
+    ShipmentState,
+    StoreEvent,
+    StoreRules,
+    StoreShipment,
+)
 from .model import (
     Allocation,
     AllocationStatus,
@@ -49,7 +62,8 @@ from .model import (
     ShortLine,
     StockLevel,
 )
-from .v1 import inventory_pb2, routing_pb2, selling_pb2, types_pb2
+from .settlement import AttributionRule
+from .v1 import inventory_pb2, routing_pb2, selling_pb2, stores_pb2, types_pb2
 from .validate import shown
 
 __all__ = [
@@ -62,6 +76,12 @@ __all__ = [
     "stock_level_to_pb", "stock_level_from_pb",
     "events_to_pb", "events_from_pb",
     "nearby_from_pb", "pickup_from_pb",
+    "StoreFeedBatch",
+    "store_shipment_to_pb", "store_shipment_from_pb", "store_event_to_pb", "store_event_from_pb",
+    "store_feed_batch_from_pb", "rejection_to_pb", "rejection_from_pb", "return_record_to_pb",
+    "return_record_from_pb", "order_exception_to_pb", "order_exception_from_pb", "store_rules_to_pb",
+    "store_rules_from_pb", "attribution_rule_to_pb", "attribution_rule_from_pb", "reject_reason_from_pb",
+    "reject_reason_to_pb", "ARROW_CHUNK_BYTES", "arrow_stream_bytes", "table_from_chunks",
 ]
 
 #: ``ErrorInfo.domain`` of every pyomni error.
@@ -90,6 +110,9 @@ _CAP_TO, _CAP_FROM = _enum_maps(Capability, types_pb2.Capability, "CAPABILITY_")
 _FULFIL_TO, _FULFIL_FROM = _enum_maps(Fulfilment, types_pb2.Fulfilment, "FULFILMENT_")
 _STATUS_TO, _STATUS_FROM = _enum_maps(AllocationStatus, types_pb2.AllocationStatus, "ALLOCATION_STATUS_")
 _STATE_TO, _STATE_FROM = _enum_maps(ReservationState, types_pb2.ReservationState, "RESERVATION_STATE_")
+_SHIP_TO, _SHIP_FROM = _enum_maps(ShipmentState, stores_pb2.ShipmentState, "SHIPMENT_STATE_")
+_REASON_TO, _REASON_FROM = _enum_maps(RejectReason, stores_pb2.RejectReason, "REJECT_REASON_")
+_XSTATE_TO, _XSTATE_FROM = _enum_maps(ExceptionState, stores_pb2.ExceptionState, "EXCEPTION_STATE_")
 _EVENT_NAMES = {inventory_pb2.StockEventKind.Value("STOCK_EVENT_KIND_" + k.upper()): k
                 for k in ("set", "adjust", "receive", "sale", "return", "safety")}
 _EVENT_VALUES = {k: v for v, k in _EVENT_NAMES.items()}
@@ -132,7 +155,7 @@ def order_to_pb(order: Order, out: Any = None) -> Any:
     msg = types_pb2.Order() if out is None else out
     msg.id = order.id
     for line in order.lines:
-        msg.lines.add(sku=line.sku, qty=line.qty)
+        msg.lines.add(sku=line.sku, qty=line.qty, unit_price_cents=line.unit_price_cents)
     if order.destination is not None:
         msg.destination.latitude, msg.destination.longitude = order.destination
     if order.pickup_location is not None:
@@ -142,6 +165,9 @@ def order_to_pb(order: Order, out: Any = None) -> Any:
     msg.max_splits = order.max_splits or 0
     msg.max_distance_km = order.max_distance_km or 0.0
     msg.excluded_locations.extend(order.excluded_locations)
+    msg.coupon_cents = order.coupon_cents
+    msg.attribution = order.attribution or ""
+    msg.selling_store = order.selling_store or ""
     return msg
 
 
@@ -161,7 +187,7 @@ def order_from_pb(msg: Any, field: str = "order") -> Order:
                                   field=f"{field}.max_distance_km")
     return Order(
         msg.id,
-        tuple(Line(x.sku, x.qty) for x in msg.lines),
+        tuple(Line(x.sku, x.qty, x.unit_price_cents) for x in msg.lines),
         destination=optional_point(msg, "destination", f"{field}.destination"),
         pickup_location=msg.pickup_location or None,
         fulfilment=_enum_from(_FULFIL_FROM, msg.fulfilment, f"{field}.fulfilment") if msg.fulfilment else None,
@@ -169,6 +195,9 @@ def order_from_pb(msg: Any, field: str = "order") -> Order:
         max_splits=msg.max_splits or None,
         max_distance_km=msg.max_distance_km or None,
         excluded_locations=tuple(msg.excluded_locations),
+        coupon_cents=msg.coupon_cents,
+        attribution=msg.attribution or None,
+        selling_store=msg.selling_store or None,
     )
 
 
@@ -486,6 +515,245 @@ def claim_results_from_pb(request: Any, response: Any) -> list[Claim | errors.Py
                          qtys[i] if qtys else 1, ReservationState.HELD, response.create_times[i],
                          response.expire_times[i]))
     return out
+
+
+# -- store operations ----------------------------------------------------------------------------
+def store_shipment_to_pb(s: StoreShipment, now: float | None = None, out: Any = None) -> Any:
+    """A :class:`~pyomni.fulfilment.StoreShipment` as a ``pyomni.v1.StoreShipment``; ``now`` (the server's
+    time) fills ``seconds_left``."""
+    msg = stores_pb2.StoreShipment() if out is None else out
+    msg.id, msg.reservation_id, msg.order_id, msg.location = s.id, s.reservation_id, s.order_id, s.location
+    msg.state, msg.pickup, msg.channel = _SHIP_TO[s.state], s.pickup, s.channel
+    msg.fulfilment = _FULFIL_TO[s.fulfilment]
+    for line in s.lines:
+        msg.lines.add(sku=line.sku, qty=line.qty)
+    msg.created_at, msg.updated_at, msg.late, msg.note = s.created_at, s.updated_at, s.late, s.note
+    if s.due_at is not None:
+        msg.due_at = s.due_at
+        if now is not None:
+            msg.seconds_left = s.due_at - now
+    if s.reason is not None:
+        msg.reason = _REASON_TO[s.reason]
+    if s.destination is not None:
+        msg.destination.latitude, msg.destination.longitude = s.destination
+    return msg
+
+
+def store_shipment_from_pb(msg: Any) -> StoreShipment:
+    """A :class:`~pyomni.fulfilment.StoreShipment` from a ``pyomni.v1.StoreShipment`` (``seconds_left`` is
+    the server's view of ``due_at`` and is not kept)."""
+    return StoreShipment(msg.id, msg.reservation_id, msg.order_id, msg.location, _SHIP_FROM[msg.state], msg.pickup,
+                         _FULFIL_FROM[msg.fulfilment], msg.channel, tuple(Line(x.sku, x.qty) for x in msg.lines),
+                         msg.created_at, msg.updated_at, msg.due_at if msg.HasField("due_at") else None, msg.late,
+                         _REASON_FROM[msg.reason] if msg.reason else None, msg.note,
+                         (msg.destination.latitude, msg.destination.longitude) if msg.HasField("destination")
+                         else None)
+
+
+def store_event_to_pb(e: StoreEvent, now: float | None = None, out: Any = None) -> Any:
+    """A :class:`~pyomni.fulfilment.StoreEvent` as a ``pyomni.v1.StoreEvent``."""
+    msg = stores_pb2.StoreEvent() if out is None else out
+    msg.seq, msg.location, msg.kind = e.seq, e.location, e.kind
+    store_shipment_to_pb(e.shipment, now, msg.shipment)
+    return msg
+
+
+def store_event_from_pb(msg: Any) -> StoreEvent:
+    """A :class:`~pyomni.fulfilment.StoreEvent` from a ``pyomni.v1.StoreEvent``."""
+    return StoreEvent(msg.seq, msg.location, msg.kind, store_shipment_from_pb(msg.shipment))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFeedBatch:
+    """One message of a store's order feed (``WatchStoreOrders``), as :meth:`pyomni.Client.watch_store_orders`
+    yields it.
+
+    ``events`` oldest first; resume after ``last_seq``. ``reset``: the feed started over and ``events`` are
+    every open shipment of the stores (replace the list with them). ``heartbeat``: nothing happened for the
+    heartbeat interval. ``server_time`` is the server's clock when it sent the batch, so
+    ``event.shipment.due_at - batch.server_time`` is the time left as the server saw it.
+    """
+
+    events: tuple[StoreEvent, ...]
+    last_seq: int
+    reset: bool
+    heartbeat: bool
+    server_time: float
+
+    def seconds_left(self, event: StoreEvent) -> float | None:
+        """Seconds from the batch's server time to the event's shipment deadline (None: no deadline)."""
+        due = event.shipment.due_at
+        return None if due is None else due - self.server_time
+
+
+def store_feed_batch_from_pb(msg: Any) -> StoreFeedBatch:
+    """A :class:`StoreFeedBatch` from a ``pyomni.v1.StoreFeedBatch``."""
+    return StoreFeedBatch(tuple(store_event_from_pb(e) for e in msg.events), msg.last_seq, msg.reset, msg.heartbeat,
+                          msg.server_time)
+
+
+def reject_reason_to_pb(reason: RejectReason) -> int:
+    """The proto value of a rejection's reason."""
+    return _REASON_TO[RejectReason(reason)]
+
+
+def reject_reason_from_pb(value: int, field: str = "reason") -> RejectReason:
+    """A rejection's reason (UNSPECIFIED is refused: a rejection needs one)."""
+    if value == 0:
+        raise errors.InvalidArgument("a rejection needs a reason", field=field)
+    return _enum_from(_REASON_FROM, value, field)     # type: ignore[no-any-return]
+
+
+def order_exception_to_pb(x: OrderException, out: Any = None) -> Any:
+    """An :class:`~pyomni.fulfilment.OrderException` as a ``pyomni.v1.OrderException``."""
+    msg = stores_pb2.OrderException() if out is None else out
+    msg.id, msg.order_id, msg.reservation_id, msg.shipment_id = x.id, x.order_id, x.reservation_id, x.shipment_id
+    for sl in x.lines:
+        msg.lines.add(sku=sl.sku, requested=sl.requested, allocatable=sl.allocatable, reason=sl.reason)
+    msg.reason, msg.created_at, msg.state, msg.resolution = x.reason, x.created_at, _XSTATE_TO[x.state], x.resolution
+    if x.resolved_at is not None:
+        msg.resolved_at = x.resolved_at
+    return msg
+
+
+def order_exception_from_pb(msg: Any) -> OrderException:
+    """An :class:`~pyomni.fulfilment.OrderException` from a ``pyomni.v1.OrderException``."""
+    return OrderException(msg.id, msg.order_id, msg.reservation_id, msg.shipment_id,
+                          tuple(ShortLine(s.sku, s.requested, s.allocatable, s.reason) for s in msg.lines),
+                          msg.reason, msg.created_at, _XSTATE_FROM[msg.state], msg.resolution,
+                          msg.resolved_at if msg.HasField("resolved_at") else None)
+
+
+def rejection_to_pb(r: Rejection, now: float | None = None, out: Any = None) -> Any:
+    """A :class:`~pyomni.fulfilment.Rejection` as a ``pyomni.v1.Rejection``."""
+    msg = stores_pb2.Rejection() if out is None else out
+    store_shipment_to_pb(r.shipment, now, msg.shipment)
+    for s in r.new_shipments:
+        store_shipment_to_pb(s, now, msg.new_shipments.add())
+    if r.exception is not None:
+        order_exception_to_pb(r.exception, msg.exception)
+    for location, sku, units in r.discrepancies:
+        msg.discrepancies.add(location=location, sku=sku, units=units)
+    return msg
+
+
+def rejection_from_pb(msg: Any) -> Rejection:
+    """A :class:`~pyomni.fulfilment.Rejection` from a ``pyomni.v1.Rejection``."""
+    return Rejection(store_shipment_from_pb(msg.shipment), tuple(store_shipment_from_pb(s) for s in msg.new_shipments),
+                     order_exception_from_pb(msg.exception) if msg.HasField("exception") else None,
+                     tuple((d.location, d.sku, d.units) for d in msg.discrepancies))
+
+
+def return_record_to_pb(r: ReturnRecord, out: Any = None) -> Any:
+    """A :class:`~pyomni.fulfilment.ReturnRecord` as a ``pyomni.v1.ReturnRecord``."""
+    msg = stores_pb2.ReturnRecord() if out is None else out
+    msg.id, msg.shipment_id, msg.order_id, msg.sku, msg.qty = r.id, r.shipment_id, r.order_id, r.sku, r.qty
+    msg.location, msg.returned_at, msg.restocked = r.location, r.at, r.restocked
+    return msg
+
+
+def return_record_from_pb(msg: Any) -> ReturnRecord:
+    """A :class:`~pyomni.fulfilment.ReturnRecord` from a ``pyomni.v1.ReturnRecord``."""
+    return ReturnRecord(msg.id, msg.shipment_id, msg.order_id, msg.sku, msg.qty, msg.location, msg.returned_at,
+                        msg.restocked)
+
+
+_DEFAULT_RULES = StoreRules()
+
+
+def store_rules_to_pb(r: StoreRules, out: Any = None) -> Any:
+    """:class:`~pyomni.fulfilment.StoreRules` as a ``pyomni.v1.StoreRules`` (every field written)."""
+    msg = stores_pb2.StoreRules() if out is None else out
+    h = r.hours
+    msg.hours.open_minute, msg.hours.close_minute, msg.hours.utc_offset_minutes = (h.open_minute, h.close_minute,
+                                                                                   h.utc_offset_minutes)
+    msg.hours.closed_weekdays.extend(h.closed_weekdays)
+    msg.answer_seconds, msg.pick_seconds = r.answer_s, r.pick_s
+    msg.same_day_answer_seconds, msg.same_day_pick_seconds = r.same_day_answer_s, r.same_day_pick_s
+    msg.collect_days, msg.return_days = r.collect_days, r.return_days
+    return msg
+
+
+def store_rules_from_pb(msg: Any, field: str = "rules") -> StoreRules:
+    """:class:`~pyomni.fulfilment.StoreRules` from a ``pyomni.v1.StoreRules``: absent hours and zero limits are
+    the defaults (a limit of 0 is not one); hours, when given, are taken as they are."""
+    d = _DEFAULT_RULES
+    try:
+        hours = d.hours
+        if msg.HasField("hours"):
+            h = msg.hours
+            try:
+                hours = OpeningHours(h.open_minute, h.close_minute, h.utc_offset_minutes, tuple(h.closed_weekdays))
+            except errors.PyomniError as exc:
+                exc.field = f"hours.{exc.field}" if exc.field else "hours"
+                raise
+        return StoreRules(hours, msg.answer_seconds or d.answer_s, msg.pick_seconds or d.pick_s,
+                          msg.same_day_answer_seconds or d.same_day_answer_s,
+                          msg.same_day_pick_seconds or d.same_day_pick_s, msg.collect_days or d.collect_days,
+                          msg.return_days if msg.HasField("return_days") else d.return_days)
+    except errors.PyomniError as exc:
+        exc.field = f"{field}.{exc.field}" if exc.field else field
+        raise
+
+
+_FRANCHISE = ("franchise_coupon_hq_bp", "franchise_coupon_selling_bp", "franchise_coupon_fulfilling_bp",
+              "franchise_coupon_home_bp")
+_RULE_NUMBERS = ("selling_bp", "fulfilling_bp", "home_bp", "hq_bp", "fee_cents", "coupon_hq_bp", "coupon_selling_bp",
+                 "coupon_fulfilling_bp", "coupon_home_bp")
+
+
+def attribution_rule_to_pb(rule: AttributionRule, out: Any = None) -> Any:
+    """An :class:`~pyomni.settlement.AttributionRule` as a ``pyomni.v1.AttributionRule``."""
+    msg = stores_pb2.AttributionRule() if out is None else out
+    msg.name, msg.version, msg.home, msg.key = rule.name, rule.version, rule.home, rule.key
+    for name in _RULE_NUMBERS:
+        setattr(msg, name, getattr(rule, name))
+    for name in _FRANCHISE:
+        value = getattr(rule, name)
+        if value is not None:
+            setattr(msg, name, value)
+    for code, store in rule.regional_stores:
+        msg.regional_stores.add(province_code=code, store=store)
+    return msg
+
+
+def attribution_rule_from_pb(msg: Any, field: str = "rule") -> AttributionRule:
+    """An :class:`~pyomni.settlement.AttributionRule` from a ``pyomni.v1.AttributionRule`` (version 0 = 1,
+    home "" = "nearest"; ``key`` is ignored)."""
+    kwargs: dict[str, Any] = {name: getattr(msg, name) for name in _RULE_NUMBERS}
+    for name in _FRANCHISE:
+        if msg.HasField(name):
+            kwargs[name] = getattr(msg, name)
+    try:
+        return AttributionRule(msg.name, msg.version or 1, home=msg.home or "nearest",
+                               regional_stores=tuple((r.province_code, r.store) for r in msg.regional_stores),
+                               **kwargs)
+    except errors.PyomniError as exc:
+        exc.field = f"{field}.{exc.field}" if exc.field else field
+        raise
+
+
+#: Bytes of one ArrowChunk message (a table travels as several).
+ARROW_CHUNK_BYTES = 4 << 20
+
+
+def arrow_stream_bytes(table: pa.Table) -> bytes:
+    """A table as one Arrow IPC stream (what ``ArrowChunk`` messages carry, cut into pieces)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=65_536)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def table_from_chunks(chunks: Iterable[Any]) -> pa.Table:
+    """The table of a stream of ``ArrowChunk`` messages (their bytes, concatenated, are one Arrow IPC stream)."""
+    data = b"".join(bytes(c.data) for c in chunks)
+    try:
+        with pa.ipc.open_stream(data) as reader:
+            return reader.read_all()
+    except (pa.ArrowException, OSError) as exc:
+        raise errors.InvalidArgument(f"the chunks are not an Arrow IPC stream: {str(exc)[:200]}",
+                                     field="data") from None
 
 
 # -- routing in columns ----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import datetime
 import inspect
 import math
 import random
@@ -77,7 +78,9 @@ from pyomni import (
     errors,
 )
 from pyomni.feeds import ChannelFeed
-from pyomni.v1 import diagnostics_pb2, inventory_pb2, routing_pb2, selling_pb2
+from pyomni.fulfilment import ExceptionState, OpeningHours, RejectReason, StoreAction, StoreRules
+from pyomni.settlement import SPLIT_361, AttributionRule
+from pyomni.v1 import diagnostics_pb2, inventory_pb2, routing_pb2, selling_pb2, stores_pb2
 
 # -- the live engine --------------------------------------------------------------------------------
 NOW = 1_700_000_000.0
@@ -93,6 +96,12 @@ REQUEST_IDS = ("seen-before", "rq-1", "rq-2", "rq-3")
 POLICY_KEYS = ("default", "default@1", "express", "express@1", "nope", "default@9")
 EXPRESS = RoutingPolicy(name="express", max_splits=1, cost_per_km=0.05)
 STORES = ("SH-PEOPLE", "SH-PUDONG")
+#: store-side ids: o-live's (held), o-done's (shipped), o-paid's (confirmed, routed), o-rare's (rejected), others
+SHIPMENTS = ("R0000000001-1", "R0000000002-1", "R0000000003-1", "R0000000004-1", "R0000000003-2", "R9999999999-1",
+             "R1")
+EXCEPTIONS = ("X0000000001", "X0000000002", "X9999999999", "X1")
+RULE_KEYS = ("fulfiller@1", "fulfiller", "split-361@1", "split-361", "nope", "split-361@9")
+DAYS = ("2023-11-15", "2023-11-16", "", "2023-02-30", "15/11/2023")
 
 
 class FixedClock:
@@ -156,6 +165,19 @@ def live_engine(kind: str = "native", tmp: Path | None = None) -> Live:
     eng.create_sale(FlashSale("flash-later", ("SKU-C",), NOW + 600, NOW + 7200, 4, (("SH-PEOPLE", 4),)))
     claim = eng.claim("flash-1", "m-1", "SKU-B", store="SH-PEOPLE")
     assert (held.reservation_id, done.reservation_id, claim.id) == (RESERVATIONS[0], RESERVATIONS[1], CLAIMS[0])
+    # the store side: a second attribution rule, time limits round the clock (so ticks reach the deadlines),
+    # a shipped shipment (returns possible), a paid one still to ship, and a rejection nobody else could take
+    eng.register_attribution_rule(SPLIT_361)
+    eng.set_attribution("tmall", SPLIT_361.key)
+    eng.set_store_rules(None, StoreRules(hours=OpeningHours(0, 1440)))
+    eng.ship_shipment(SHIPMENTS[1])
+    paid = eng.route_order(Order("o-paid", [Line("SKU-C", 1, 1999)], destination=SHANGHAI, channel="tmall",
+                                 coupon_cents=100))
+    eng.confirm(paid.reservation_id)
+    rare = eng.route_order(Order("o-rare", [("SKU-E", 1)], destination=SHANGHAI))
+    rejection = eng.reject_shipment(SHIPMENTS[3], "other")
+    assert (paid.reservation_id, rare.reservation_id) == (RESERVATIONS[2], "R0000000004")
+    assert rejection.exception is not None and rejection.exception.id == EXCEPTIONS[0]
     return Live(eng, clock, tmp, kind)
 
 
@@ -372,6 +394,37 @@ def materialize(value: Any) -> Any:
 
 # strategies of argument kinds
 location = mix(pick(LOCATIONS), pick(("XX", "sh-people", "WH-NOWHERE")))
+shipment_id = mix(pick(SHIPMENTS), pick(SHIPMENTS[:4]))
+exception_id = mix(pick(EXCEPTIONS), pick(EXCEPTIONS[:1]))
+rule_key = mix(pick(RULE_KEYS), pick(RULE_KEYS[:4]))
+note = mix(g.text(max_size=8), extra=(HUGE,))
+reject_reason = g.one_of(pick(tuple(RejectReason)), pick(("not_found", "DAMAGED", "other", "timeout", 3, 7, 8, 0, 99)),
+                         bad)
+store_action = g.one_of(pick(tuple(StoreAction)), pick(("accept", "SHIP", "pack", 2, 7, 0, 99)), bad)
+exception_state = g.one_of(g.none(), pick(tuple(ExceptionState)), pick(("open", "RESOLVED", 1, 2, 0, 9)), bad)
+store_locations = g.one_of(g.lists(location, min_size=1, max_size=3), pick((["SH-PEOPLE"], list(STORES))),
+                           g.just([]), g.just("SH-PEOPLE"), bad)
+opening_hours = g.one_of(
+    build(OpeningHours, open_minute=mix(g.integers(0, 1440)), close_minute=mix(g.integers(0, 1440)),
+          utc_offset_minutes=mix(g.integers(-800, 900)),
+          closed_weekdays=g.one_of(g.lists(mix(g.integers(0, 8)), max_size=3), g.just((1, 2, 3, 4, 5, 6, 7)), bad)),
+    g.just(OpeningHours(0, 1440)), bad)
+store_rules = g.one_of(
+    g.none(), g.just(StoreRules()), g.just(StoreRules(hours=OpeningHours(0, 1440), answer_s=60.0)),
+    build(StoreRules, hours=opening_hours, answer_s=mix(g.floats(-1, 1800)), pick_s=mix(g.floats(0.5, 7200)),
+          same_day_answer_s=mix(g.floats(0.5, 600)), same_day_pick_s=mix(g.floats(0.5, 3600)),
+          collect_days=mix(g.integers(0, 4)), return_days=mix(g.integers(-1, 31))),
+    bad)
+basis_points = mix(g.integers(0, 10_000), pick((0, 10_000, 5_000)))
+attribution_rule = g.one_of(
+    g.just(SPLIT_361), g.just(AttributionRule("r-ok", selling_bp=3000, fulfilling_bp=7000, fee_cents=50)),
+    build(AttributionRule, mix(pick(("r-1", "split-361", "fulfiller", "a@b"))), version=mix(g.integers(0, 3)),
+          selling_bp=basis_points, fulfilling_bp=basis_points, home_bp=basis_points, hq_bp=basis_points,
+          fee_cents=mix(g.integers(-1, 1000)), coupon_hq_bp=basis_points, coupon_selling_bp=basis_points,
+          franchise_coupon_hq_bp=g.one_of(g.none(), basis_points), home=mix(pick(("nearest", "region", "moon"))),
+          regional_stores=g.one_of(g.just(()), g.just({31: "SH-PEOPLE"}), g.just({31: "NOPE"}), bad)),
+    bad)
+settlement_day = g.one_of(g.none(), pick(DAYS), g.just(datetime.date(2023, 11, 15)), bad)
 store = mix(pick(STORES), pick(LOCATIONS))
 sku = mix(pick(SKUS), pick(("SKU-Z", "sku-a")))
 sale_sku = mix(pick(("SKU-B", "SKU-D")), pick(SKUS))
@@ -393,7 +446,9 @@ point = g.one_of(g.tuples(latitude, longitude), pick((SHANGHAI, (39.9042, 116.40
                   pick(((31.2,), (31.2, 121.5, 0.0), "31.2,121.5", [SHANGHAI])))
 flag = mix(g.booleans(), extra=(1, 0, "yes", "false"))
 state = g.one_of(g.none(), pick(tuple(ReservationState)), bad, pick(("HELD", "held", 1, 5, 0)))
-line = g.one_of(g.tuples(sku, qty), g.builds(Line, sku, qty), g.fixed_dictionaries({"sku": sku, "qty": qty}),
+price = mix(g.integers(0, 5000), pick((0, 10**12, 10**12 + 1, -1)))
+line = g.one_of(g.tuples(sku, qty), g.builds(Line, sku, qty), g.builds(Line, sku, qty, price),
+                 g.fixed_dictionaries({"sku": sku, "qty": qty}, optional={"unit_price_cents": price}),
                  bad, pick((("SKU-A",), ("SKU-A", 1, 2), "AB", {"sku": "SKU-A"})))
 lines = g.one_of(g.lists(line, min_size=1, max_size=3), g.lists(g.tuples(pick(SKUS), g.integers(1, 3)),
                                                                    min_size=1, max_size=3, unique_by=lambda x: x[0]),
@@ -404,7 +459,9 @@ excluded = g.one_of(g.lists(location, max_size=3), g.just(("SH-PUDONG",) * 1025)
 order = build(Order, mix(pick(("o-1", "o-2", "o-live", "o-done")), g.text("op-9", min_size=1, max_size=5)),
               lines, destination=point, pickup_location=location, fulfilment=fulfilment, channel=channel,
               max_splits=mix(g.integers(0, 17), extra=(2.0,)),
-              max_distance_km=mix(g.floats(0, 5000), extra=(math.inf,)), excluded_locations=excluded)
+              max_distance_km=mix(g.floats(0, 5000), extra=(math.inf,)), excluded_locations=excluded,
+              coupon_cents=price, attribution=g.one_of(g.none(), rule_key),
+              selling_store=g.one_of(g.none(), location))
 plain_order = g.builds(lambda i, ls: Order(i, ls, destination=SHANGHAI), pick(("o-1", "o-2", "o-3")),
                         g.lists(g.tuples(pick(SKUS), g.integers(1, 3)), min_size=1, max_size=3,
                                  unique_by=lambda x: x[0]))
@@ -585,7 +642,7 @@ class Call:
 
 
 #: Optional parameters always passed (left out, the call would wait for ever, as it should)
-ALWAYS = {("wait_for_commit", "timeout")}
+ALWAYS = {("wait_for_commit", "timeout"), ("wait_store_events", "timeout")}
 
 
 def call_of(target: Callable[..., Any], method: str, params: dict[str, Gen],
@@ -688,6 +745,32 @@ SPECS: dict[str, dict[str, Gen]] = {
                  segment_bytes=mix(pick((4096, 1 << 20))),
                  options=g.one_of(g.just({}), g.just({"reservation_ttl": 60.0}), g.just({"bogus": 1}),
                                    g.just({"reservation_ttl": -1}), g.just({"channels": "tmall"}))),
+    # the store side
+    "set_store_rules": spec(location=g.one_of(g.none(), location), rules=store_rules),
+    "store_rules": spec(location=g.one_of(g.none(), location)),
+    "register_attribution_rule": spec(rule=attribution_rule),
+    "set_attribution": spec(channel=g.one_of(g.none(), channel), rule=g.one_of(g.none(), rule_key)),
+    "attribution_rule": spec(key=g.one_of(g.none(), rule_key)),
+    "attribution_rules": spec(),
+    "store_action": spec(shipment_id=shipment_id, action=store_action, reason=g.one_of(g.none(), reject_reason),
+                         note=note),
+    "accept_shipment": spec(shipment_id=shipment_id), "pick_shipment": spec(shipment_id=shipment_id),
+    "pack_shipment": spec(shipment_id=shipment_id), "ship_shipment": spec(shipment_id=shipment_id),
+    "ready_shipment": spec(shipment_id=shipment_id), "collect_shipment": spec(shipment_id=shipment_id),
+    "reject_shipment": spec(shipment_id=shipment_id, reason=reject_reason, note=note),
+    "return_line": spec(shipment_id=shipment_id, sku=mix(pick(("SKU-B", "SKU-C")), pick(SKUS))),
+    "resolve_exception": spec(exception_id=exception_id, retry=flag, note=note),
+    "shipment": spec(shipment_id=shipment_id),
+    "shipments": spec(location=g.one_of(g.none(), location), open_only=flag,
+                      order_id=g.one_of(g.none(), mix(pick(("o-live", "o-paid", "o-rare", "o-none")))),
+                      after=g.one_of(g.none(), shipment_id)),
+    "store_events": spec(locations=store_locations, after=mix(g.integers(0, 30), extra=(2**63,))),
+    "wait_store_events": spec(locations=store_locations, after=mix(g.integers(0, 30), extra=(2**63,)),
+                              timeout=g.one_of(pick((0, 0.0, 0.001)),
+                                               pick((-1, math.nan, math.inf, 1e300, "1", True)))),
+    "order_exceptions": spec(state=exception_state),
+    "returns": spec(), "discrepancies": spec(), "settlement_facts": spec(),
+    "settlement": spec(day=settlement_day, entries=flag),
 }
 #: Engine methods not fuzzed, and why.
 EXCLUDED = {
@@ -701,7 +784,9 @@ QUERIES = {"reservation", "reservations", "remembered", "stock", "availability",
            "policy", "sale", "sales", "sale_counters", "get_claim", "claims", "save", "load", "wait_for_commit",
            "wait_durable", "Order", "Line", "FlashSale", "RoutingPolicy", "ChannelRule", "Location", "Engine",
            "demo_network", "demo_stock", "demo_orders", "Capability.parse", "Network.from_locations",
-           "Network.from_records", "feed"}
+           "Network.from_records", "feed",
+           "store_rules", "attribution_rule", "attribution_rules", "shipment", "shipments", "store_events",
+           "wait_store_events", "order_exceptions", "returns", "discrepancies", "settlement_facts", "settlement"}
 #: How often each call comes, in slots of a draw (Engine methods 4, module functions 2 unless said here):
 #: the slow ones (files, threads, new engines) less often
 WEIGHTS = {"save": 1, "load": 1, "open": 1, "channel_feed": 2, "feed": 2, "demo_network": 1, "demo_stock": 1,
@@ -725,8 +810,10 @@ small_network = g.sampled_from(("live", "demo"))
 MODULE_SPECS: dict[str, tuple[Callable[..., Any], dict[str, Gen]]] = {
     "Order": (Order, {"id": mix(pick(("o-1",))), "lines": lines, "destination": point, "pickup_location": location,
                       "fulfilment": fulfilment, "channel": channel, "max_splits": mix(g.integers(0, 4)),
-                      "max_distance_km": mix(g.floats(0, 100)), "excluded_locations": excluded}),
-    "Line": (Line, {"sku": sku, "qty": qty}),
+                      "max_distance_km": mix(g.floats(0, 100)), "excluded_locations": excluded,
+                      "coupon_cents": price, "attribution": g.one_of(g.none(), rule_key),
+                      "selling_store": g.one_of(g.none(), location)}),
+    "Line": (Line, {"sku": sku, "qty": qty, "unit_price_cents": price}),
     "FlashSale": (FlashSale, {"id": mix(pick(SALES)), "skus": g.one_of(g.lists(sale_sku, max_size=2), bad),
                               "starts_at": window_time, "ends_at": window_time, "quota": mix(g.integers(0, 9)),
                               "stores": store_quotas, "customer_limit": mix(g.integers(0, 3)),
@@ -854,8 +941,11 @@ def fingerprint(eng: pyomni.Engine) -> tuple:
     claims = tuple(tuple(eng.claims(x.id)) for x in sales)
     net = eng.network
     network = (net.ids, net.city, *(getattr(net, a).tobytes() for a in _NETWORK_ARRAYS))
+    stores = (eng.store_seq, tuple(eng.shipments(open_only=False, limit=100_000)), tuple(eng.order_exceptions(None)),
+              tuple(eng.returns()), eng.settlement_facts().num_rows, eng.discrepancies().num_rows,
+              eng.store_rules(), tuple(eng.attribution_rules()))
     return (eng.lsn, s.seq, arrays, tuple(sorted(stats.items(), key=str)), tuple(eng.reservations()), eng.skus,
-            eng.network.ids, sales, counters, claims, network)
+            eng.network.ids, sales, counters, claims, network, stores)
 
 
 _NETWORK_ARRAYS = ("kind", "lat", "lon", "province_code", "prefecture_code", "capabilities", "daily_capacity",
@@ -1122,7 +1212,7 @@ class Checker:
 
 def _diff(a: tuple, b: tuple) -> str:
     names = ("lsn", "seq", "arrays", "stats", "reservations", "skus", "locations", "sales", "counters", "claims",
-             "network")
+             "network", "stores")
     return "differs in: " + ", ".join(n for n, x, y in zip(names, a, b) if x != y)
 
 
@@ -1130,14 +1220,16 @@ _DEMO_NET = pyomni.demo_network(stores=4, warehouses=1, skus=3, seed=1)
 
 
 # -- RPCs --------------------------------------------------------------------------------------------------
-SERVICES = (inventory_pb2, routing_pb2, selling_pb2, diagnostics_pb2)
+SERVICES = (inventory_pb2, routing_pb2, selling_pb2, diagnostics_pb2, stores_pb2)
 #: RPCs that only read (the state must not change even when they succeed)
 READ_RPCS = {"GetStock", "GetAvailability", "FindNearbyStock", "FindPickupLocations", "QuoteOrder", "GetReservation",
              "ListReservations", "GetFlashSale", "ListFlashSales", "GetClaim", "WatchFlashSale", "Echo",
-             "ExportAvailability", "WatchAvailability"}
+             "ExportAvailability", "WatchAvailability", "WatchStoreOrders", "GetShipment", "ListShipments",
+             "ListOrderExceptions", "GetStoreRules", "ExportSettlement"}
 #: Streams that answer until the caller stops: how long to read, and how often to call them (they cost that)
 WATCH_SECONDS = 0.05
-RPC_WEIGHTS = {"WatchFlashSale": 1, "WatchAvailability": 1, "ExportAvailability": 2}
+RPC_WEIGHTS = {"WatchFlashSale": 1, "WatchAvailability": 1, "ExportAvailability": 2, "WatchStoreOrders": 1,
+               "ExportSettlement": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1195,6 +1287,9 @@ _STRING_POOLS: dict[str, tuple[str, ...]] = {
     "customer": CUSTOMERS, "customers": CUSTOMERS, "request_id": REQUEST_IDS, "request_ids": REQUEST_IDS,
     "channel": CHANNELS, "channels": CHANNELS, "policy": POLICY_KEYS, "page_token": _TOKENS,
     "order_ids": ("c-1", "c-2", "o-live"), "epoch": ("", "0123456789abcdef"),
+    "shipment_id": SHIPMENTS, "exception_id": EXCEPTIONS, "locations": STORES, "day": DAYS, "rule": RULE_KEYS,
+    "attribution": RULE_KEYS, "selling_store": STORES, "home": ("nearest", "region"),
+    "name": ("r-1", "r-2", "split-361", "fulfiller"),
 }
 #: strings any field may get: empty, huge, NUL, controls, odd Unicode (protobuf strings are valid UTF-8)
 _ODD_STRINGS = ("", HUGE, "a\x00b", "\x1b[2J", "tab\t", "Ω≈ç√", "🛒" * 3, " ", "R" + "0" * 300, "C0000000001")
@@ -1219,6 +1314,12 @@ _VALID_NUMBERS: dict[str, Gen] = {
     "response_bytes": g.integers(0, 64), "after_sequence": g.integers(0, 5), "min_interval_ms": g.integers(0, 20),
     "daily_capacity": g.integers(0, 100), "fixed_cost": g.floats(0, 10), "priority": g.integers(0, 3),
     "province_code": g.integers(0, 40), "prefecture_code": g.integers(0, 9999), "line_counts": g.integers(1, 2),
+    "heartbeat_seconds": g.floats(0.05, 1), "after_seq": g.integers(0, 12), "open_minute": g.integers(0, 600),
+    "close_minute": g.integers(700, 1440), "utc_offset_minutes": g.integers(-60, 480),
+    "closed_weekdays": g.integers(1, 7), "answer_seconds": g.floats(1, 900), "pick_seconds": g.floats(1, 7200),
+    "same_day_answer_seconds": g.floats(1, 300), "same_day_pick_seconds": g.floats(1, 1800),
+    "collect_days": g.integers(1, 3), "return_days": g.integers(0, 30), "fee_cents": g.integers(0, 500),
+    "unit_price_cents": g.integers(0, 5000), "coupon_cents": g.integers(0, 100), "version": g.integers(0, 3),
 }
 
 
@@ -1385,9 +1486,22 @@ def _sale_message(r: random.Random) -> dict[str, Any]:
     return {"skus": ["SKU-B", "SKU-D"] if r.random() < 0.7 else ["SKU-C"], "stores": stores}
 
 
+def _rule_message(r: random.Random) -> dict[str, Any]:
+    """An AttributionRule's shares as a valid rule has them (each group sums to 10000)."""
+    revenue = r.choice(((0, 10_000, 0, 0), (3000, 6000, 1000, 0), (2500, 2500, 2500, 2500)))
+    coupon = r.choice(((10_000, 0, 0, 0), (5000, 0, 5000, 0)))
+    out = dict(zip(("selling_bp", "fulfilling_bp", "home_bp", "hq_bp"), revenue))
+    out.update(zip(("coupon_hq_bp", "coupon_selling_bp", "coupon_fulfilling_bp", "coupon_home_bp"), coupon))
+    out.update(zip(("franchise_coupon_hq_bp", "franchise_coupon_selling_bp", "franchise_coupon_fulfilling_bp",
+                    "franchise_coupon_home_bp"), (10_000, 0, 0, 0)))
+    out["home"], out["regional_stores"] = "nearest", []
+    return out
+
+
 #: hand-made parts of messages whose fields must agree with each other
 _TEMPLATES: dict[str, Gen] = {"RouteOrderColumnsRequest": Gen(_column_request),
-                              "ClaimUnitsBatchRequest": Gen(_claims_request), "FlashSale": Gen(_sale_message)}
+                              "ClaimUnitsBatchRequest": Gen(_claims_request), "FlashSale": Gen(_sale_message),
+                              "AttributionRule": Gen(_rule_message)}
 
 
 @dataclasses.dataclass(frozen=True)

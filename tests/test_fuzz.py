@@ -200,7 +200,15 @@ def test_decoding_handlers_answer_undecodable_bytes_with_invalid_argument(tmp_pa
 
     from grpc_server.selling import ChannelFeedServicer, FlashSaleServicer
     from grpc_server.servicers import DiagnosticsServicer, InventoryServicer, RoutingServicer, decoding_handlers
-    from pyomni.v1 import diagnostics_pb2_grpc, inventory_pb2, inventory_pb2_grpc, routing_pb2_grpc, selling_pb2_grpc
+    from grpc_server.stores import StoreServicer
+    from pyomni.v1 import (
+        diagnostics_pb2_grpc,
+        inventory_pb2,
+        inventory_pb2_grpc,
+        routing_pb2_grpc,
+        selling_pb2_grpc,
+        stores_pb2_grpc,
+    )
 
     live = fuzzing.live_engine("native", tmp_path)
     eng = live.engine
@@ -209,7 +217,8 @@ def test_decoding_handlers_answer_undecodable_bytes_with_invalid_argument(tmp_pa
                           (routing_pb2_grpc.add_RoutingServiceServicer_to_server, RoutingServicer(eng)),
                           (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
                           (selling_pb2_grpc.add_FlashSaleServiceServicer_to_server, FlashSaleServicer(eng)),
-                          (selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server, ChannelFeedServicer(eng))]:
+                          (selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server, ChannelFeedServicer(eng)),
+                          (stores_pb2_grpc.add_StoreServiceServicer_to_server, StoreServicer(eng))]:
         caught = _Caught()
         add(servicer, caught)
         handlers = decoding_handlers(caught.handlers)

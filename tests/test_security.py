@@ -5,7 +5,8 @@ In-process servers on port 0 over small engines; the certificates come from ``te
 * the role x RPC matrix enumerates every RPC of every ``pyomni.v1`` service from the generated
   descriptors, so a new RPC without a decision (a role's table in ``ROLE_METHODS``, or the test's
   ``ADMIN_ONLY``) fails here;
-* store and channel principals are held to their own stores and channels, whatever a request says;
+* store and channel principals are held to their own stores and channels, whatever a request says (a
+  store's order feed, the steps of its shipments, its shipment list and the returns it takes);
 * token files and certificates are reloaded on change, and a broken edit keeps the previous one;
 * ``pyomni serve`` refuses plain text or no tokens on an exposed address before opening anything.
 """
@@ -53,6 +54,7 @@ from grpc_server.security import (
 from grpc_server.server import _security
 from pyomni import errors
 from pyomni.cli import main
+from pyomni.fulfilment import ShipmentState
 from pyomni.wire import ERROR_DOMAIN
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
@@ -74,10 +76,12 @@ def _rpcs() -> dict[str, Any]:
 
 RPCS = _rpcs()
 
-#: The RPCs no role but admin may call: the network, bulk and streamed stock feeds, flash-sale set-up.
+#: The RPCs no role but admin may call: the network, bulk and streamed stock feeds, flash-sale set-up, store
+#: time limits and attribution rules.
 ADMIN_ONLY = frozenset({
     "InventoryService/UpsertLocations", "InventoryService/StreamStockEvents",
     "FlashSaleService/CreateFlashSale", "FlashSaleService/UpdateFlashSale", "FlashSaleService/EndFlashSale",
+    "StoreService/SetStoreRules", "StoreService/RegisterAttributionRule", "StoreService/SetChannelAttribution",
 })
 # ApplyStockEvents is a store's (its own stores only), not an order system's or a reader's
 assert "InventoryService/ApplyStockEvents" in ROLE_METHODS["store"]
@@ -119,6 +123,26 @@ REQUESTS: dict[str, Any] = {
     "ChannelFeedService/ExportAvailability": lambda s: {"channel": s.channel},
     "ChannelFeedService/WatchAvailability": lambda s: {"channel": s.channel},
     "DiagnosticsService/Echo": lambda s: {},
+    "StoreService/WatchStoreOrders": lambda s: {"locations": [s.store], "heartbeatSeconds": 1},
+    "StoreService/AcceptShipment": lambda s: {"shipmentId": s.shipment},
+    "StoreService/MarkPicked": lambda s: {"shipmentId": s.shipment},
+    "StoreService/MarkPacked": lambda s: {"shipmentId": s.shipment},
+    "StoreService/MarkShipped": lambda s: {"shipmentId": s.shipment},
+    "StoreService/MarkReady": lambda s: {"shipmentId": s.shipment},
+    "StoreService/MarkCollected": lambda s: {"shipmentId": s.shipment},
+    "StoreService/RejectShipment": lambda s: {"shipmentId": s.shipment, "reason": "REJECT_REASON_OTHER"},
+    "StoreService/GetShipment": lambda s: {"shipmentId": s.shipment},
+    "StoreService/ListShipments": lambda s: {"location": s.store},
+    "StoreService/ReturnLine": lambda s: {"shipmentId": s.shipment, "sku": s.sku, "qty": 1, "location": s.store},
+    "StoreService/ListOrderExceptions": lambda s: {},
+    "StoreService/ResolveOrderException": lambda s: {"exceptionId": "X-NOPE"},
+    # no-ops: the store has no rules of its own to remove, the default rule is chosen again
+    "StoreService/SetStoreRules": lambda s: {"location": s.store},
+    "StoreService/GetStoreRules": lambda s: {},
+    "StoreService/RegisterAttributionRule": lambda s: {"rule": {"name": "fulfiller", "fulfillingBp": 10000,
+                                                                "couponHqBp": 10000}},
+    "StoreService/SetChannelAttribution": lambda s: {"rule": "fulfiller@1"},
+    "StoreService/ExportSettlement": lambda s: {},
 }
 
 
@@ -188,6 +212,13 @@ def secured(tmp_path_factory):
         a = eng.route_order(pyomni.Order(f"o-{where}", [(sku, 1)], destination=(loc.lat, loc.lon)))
         assert [s.location for s in a.shipments] == [where]
         held[where] = a.reservation_id
+    # a shipment of each store for the store RPCs of the role matrix (which rejects the store's, as admin)
+    matrix = {}
+    for where in (store, other):
+        eng.set_stock(where, net.skus[3], 5)
+        loc = net.location(net.ids.index(where))
+        eng.route_order(pyomni.Order(f"matrix-{where}", [(net.skus[3], 1)], destination=(loc.lat, loc.lon)))
+        (matrix[where],) = eng.shipments(where, order_id=f"matrix-{where}")
     tokens = {role: new_token() for role in ROLES}
     scopes = {"store": {"stores": [store]}, "channel": {"channels": ["tmall"]}}
     path = tmp_path_factory.mktemp("tokens") / "tokens.json"
@@ -199,13 +230,15 @@ def secured(tmp_path_factory):
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield SimpleNamespace(eng=eng, net=net, metrics=metrics, address=f"127.0.0.1:{port}", channel=channel,
                           tokens=tokens, store=store, other_store=other, sku=sku, channel_name="tmall",
-                          other_channel="jd", reservation=held[store], other_reservation=held[other])
+                          other_channel="jd", reservation=held[store], other_reservation=held[other],
+                          shipment=matrix[store].id, other_shipment=matrix[other].id)
     channel.close()
     server.stop(None)
 
 
 def _scope(s: SimpleNamespace) -> SimpleNamespace:
-    return SimpleNamespace(store=s.store, sku=s.sku, channel=s.channel_name, reservation=s.reservation)
+    return SimpleNamespace(store=s.store, sku=s.sku, channel=s.channel_name, reservation=s.reservation,
+                           shipment=s.shipment)
 
 
 def _client(s: SimpleNamespace, role: str) -> pyomni.Client:
@@ -360,6 +393,79 @@ def test_a_store_reads_the_reservations_that_ship_from_it_only(secured):
             with pytest.raises(errors.PermissionDenied) as caught:
                 c.reservation(refused)
             assert caught.value.field == "reservation_id"
+
+
+def _store_shipments(secured: SimpleNamespace, sku: str) -> tuple[Any, Any]:
+    """A fresh shipment at the store principal's store and one at the other store (routed by admin)."""
+    eng, net = secured.eng, secured.net
+    out = []
+    for where in (secured.store, secured.other_store):
+        eng.set_stock(where, sku, eng.stock(where, sku).on_hand + 1)
+        loc = net.location(net.ids.index(where))
+        order_id = f"scope-{sku}-{where}-{len(eng.shipments(open_only=False))}"
+        eng.route_order(pyomni.Order(order_id, [(sku, 1)], destination=(loc.lat, loc.lon)))
+        (ship,) = eng.shipments(where, order_id=order_id)
+        out.append(ship)
+    return out[0], out[1]
+
+
+def test_a_store_moves_only_its_own_shipments_and_an_unknown_one_is_refused_alike(secured):
+    eng = secured.eng
+    mine, theirs = _store_shipments(secured, secured.net.skus[4])
+    with _client(secured, "store") as c:
+        assert c.accept_shipment(mine.id).state is ShipmentState.ACCEPTED
+        assert c.shipment(mine.id).state is ShipmentState.ACCEPTED
+        before = _state(eng)
+        refusals = [lambda sid: c.accept_shipment(sid), lambda sid: c.pick_shipment(sid),
+                    lambda sid: c.pack_shipment(sid), lambda sid: c.ship_shipment(sid),
+                    lambda sid: c.ready_shipment(sid), lambda sid: c.collect_shipment(sid),
+                    lambda sid: c.reject_shipment(sid, "no_staff"), lambda sid: c.shipment(sid)]
+        for act in refusals:
+            # another store's shipment and one that does not exist are refused the same way: no oracle
+            for sid in (theirs.id, "R0000009999-1", "not an id\n"):
+                with pytest.raises(errors.PermissionDenied) as caught:
+                    act(sid)
+                assert caught.value.field == "shipment_id"
+        assert _state(eng) == before and eng.shipment(theirs.id) == theirs
+        rejection = c.reject_shipment(mine.id, "not_found")                  # its own: past the check
+    assert rejection.shipment.state is ShipmentState.REJECTED
+    with _client(secured, "order-system") as c, pytest.raises(errors.PermissionDenied):
+        c.accept_shipment(theirs.id)                                        # steps are the stores'
+
+
+def test_a_store_watches_only_its_own_stores(secured):
+    token = secured.tokens["store"]
+    first = call(secured.channel, "StoreService/WatchStoreOrders", {"locations": [secured.store]}, token)
+    assert first.reset
+    for locations in ([secured.other_store], [secured.store, secured.other_store], ["XX-NOWHERE"]):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(secured.channel, "StoreService/WatchStoreOrders", {"locations": locations}, token)
+        assert _status(caught.value) == (C.PERMISSION_DENIED, "PERMISSION_DENIED", "locations")
+    with _client(secured, "reader") as c, c.watch_store_orders([secured.other_store]) as feed:
+        assert next(feed).reset                                             # a query: any store, for a reader
+
+
+def test_a_store_lists_shipments_and_takes_returns_only_at_its_own_stores(secured):
+    eng = secured.eng
+    mine, theirs = _store_shipments(secured, secured.net.skus[4])
+    with _client(secured, "store") as c:
+        assert mine.id in {s.id for s in c.list_shipments(secured.store)}
+        for where in (secured.other_store, None):                            # None: every store's
+            with pytest.raises(errors.PermissionDenied) as caught:
+                c.list_shipments(where)
+            assert caught.value.field == "location"
+        before = _state(eng)
+        with pytest.raises(errors.PermissionDenied) as caught:
+            c.return_line(mine.id, secured.net.skus[4], 1, location=secured.other_store)
+        assert caught.value.field == "location" and _state(eng) == before
+        with pytest.raises(errors.ReturnNotAllowed):                          # at its own store: the engine's rule
+            c.return_line(theirs.id, secured.net.skus[4], 1, location=secured.store)
+    with _client(secured, "order-system") as c:
+        assert {mine.id, theirs.id} <= {s.id for s in c.list_shipments()}
+        assert c.export_settlement().equals(eng.settlement())
+        assert c.order_exceptions(include_resolved=True) == eng.order_exceptions(None)
+    with _client(secured, "reader") as c, pytest.raises(errors.PermissionDenied):
+        c.export_settlement()                                               # money is not a reader's
 
 
 @pytest.mark.parametrize("rpc", ["InventoryService/GetAvailability", "ChannelFeedService/ExportAvailability",

@@ -64,7 +64,7 @@ def test_a_routed_order_is_a_routed_shipment_at_its_store_with_its_answer_deadli
     a = route(eng, "o-1")
     ship = only(eng, "o-1")
     assert (ship.state, ship.location, ship.reservation_id) == (S.ROUTED, a.shipments[0].location, a.reservation_id)
-    assert ship.lines == (Line("SKU-000001", 1),) and not ship.pickup
+    assert ship.lines == (Line("SKU-000001", 1, 1999),) and not ship.pickup      # with the order's price
     assert ship.due_at == clock() + 900
     assert eng.shipments(ship.location) == [ship]
     eng.check_invariants()
