@@ -43,6 +43,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -873,8 +874,6 @@ def write_settlement(entries_or_daily: pa.Table, path: str | os.PathLike[str]) -
                                      field="path") from None
     finally:
         if created:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):      # best effort: the temporary file never replaced anything
+                tmp.unlink(missing_ok=True)
     return target

@@ -159,19 +159,6 @@ def test_a_watch_that_ended_gives_its_thread_back(server, tmp_path):
     live.close()
 
 
-class _Caught:
-    """Stands in for a server to catch the method handlers a generated ``add_*_to_server`` makes."""
-
-    def __init__(self) -> None:
-        self.service, self.handlers = "", {}
-
-    def add_generic_rpc_handlers(self, handlers):
-        pass
-
-    def add_registered_method_handlers(self, service, handlers):
-        self.service, self.handlers = service, dict(handlers)
-
-
 def _garbage_everywhere(channel) -> dict[str, tuple]:
     """Bytes that are no protobuf message sent to every RPC: each one's code and parsed status."""
     out = {}
@@ -199,6 +186,7 @@ def test_decoding_handlers_answer_undecodable_bytes_with_invalid_argument(tmp_pa
     from concurrent import futures
 
     from grpc_server.selling import ChannelFeedServicer, FlashSaleServicer
+    from grpc_server.server import _Handlers
     from grpc_server.servicers import DiagnosticsServicer, InventoryServicer, RoutingServicer, decoding_handlers
     from grpc_server.stores import StoreServicer
     from pyomni.v1 import (
@@ -219,7 +207,7 @@ def test_decoding_handlers_answer_undecodable_bytes_with_invalid_argument(tmp_pa
                           (selling_pb2_grpc.add_FlashSaleServiceServicer_to_server, FlashSaleServicer(eng)),
                           (selling_pb2_grpc.add_ChannelFeedServiceServicer_to_server, ChannelFeedServicer(eng)),
                           (stores_pb2_grpc.add_StoreServiceServicer_to_server, StoreServicer(eng))]:
-        caught = _Caught()
+        caught = _Handlers()
         add(servicer, caught)
         handlers = decoding_handlers(caught.handlers)
         server.add_generic_rpc_handlers((fuzzing.grpc.method_handlers_generic_handler(caught.service, handlers),))

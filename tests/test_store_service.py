@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
@@ -676,10 +677,8 @@ def test_the_readme_store_story_runs_on_a_new_server(tmp_path, capsys):
             seen = []
             deadline = time.time() + 30
             while len(seen) < 6 and time.time() < deadline:
-                try:
+                with contextlib.suppress(queue.Empty):          # nothing yet: look again until the deadline
                     seen.append(lines.get(timeout=1).split())
-                except queue.Empty:
-                    pass
             proc.send_signal(signal.SIGINT)
             assert proc.wait(20) == 0
         finally:

@@ -937,7 +937,7 @@ def random_step(eng: pyomni.Engine, clock: FakeClock, rnd: random.Random, serial
     except errors.InvariantViolation:
         raise
     except errors.PyomniError:
-        pass
+        return          # a random step may be refused (a typed error, nothing changed): the workload goes on
 
 
 # -- a store group's feed, consumed with disconnects ------------------------------------------------------
