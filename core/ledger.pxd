@@ -61,6 +61,7 @@ cdef class Ledger:
     cdef int64_t cap_skus
     cdef uint64_t* sku_version      # per SKU: the ledger version of its last cell change (feeds ask what changed)
     cdef readonly uint64_t version  # counts cell changes
+    cdef readonly uint64_t drops    # counts dropped cells (a rollback): cell indices may have been reused
     cdef int32_t* held_shipments    # per location: shipments currently HELD
     cdef int32_t* confirmed_today   # per location: shipments confirmed since new_day()
 

@@ -70,6 +70,7 @@ cdef class Ledger:
         self.sku_available = NULL
         self.sku_version = NULL
         self.version = 0
+        self.drops = 0
         self.cap_skus = 0
         self.held_shipments = <int32_t*> malloc(max(n_locations, 1) * sizeof(int32_t))
         self.confirmed_today = <int32_t*> malloc(max(n_locations, 1) * sizeof(int32_t))
@@ -271,6 +272,7 @@ cdef class Ledger:
         self.sku_head[cell.sku] = cell.next
         self.sku_count[cell.sku] -= 1
         self.n_cells -= 1
+        self.drops += 1
 
     cdef void _write(self, int64_t c, int32_t on_hand, int32_t reserved, int32_t safety) noexcept nogil:
         # The one place cell quantities change, so per-SKU totals never drift.

@@ -16,28 +16,57 @@ same thing by brute force, and parity tests hold the two to identical answers):
   least cost (ties: lower location index). Runners-up are the next cheapest
   such locations *among those the search examined*: the search prunes against
   the winner, so it does not spend time proving who came second.
-* *Split*: greedy, at most ``max_shipments`` steps: each step takes the unused
+* *Group* ``g`` (a subset of the lines): the single location for those lines
+  alone, priced as a first parcel and, with the penalty, as a later one.
+* *Exact plan* (orders of 2 to EXACT_LINES lines that may split, unless the
+  policy turns it off): over every partition of the lines into at most
+  ``max_shipments`` groups whose locations are distinct, each group at its own
+  cheapest location, the one of least total (ties: fewer parcels, then the
+  first partition in enumeration order -- restricted growth strings, line ``i``
+  joining each open group in turn, then opening the next); with
+  ``fewest_first``, the fewest parcels, then the least total. The groups are
+  listed in order of their first line; the first parcel pays no penalty; the
+  total is summed from the last parcel to the first. This is the cheapest plan
+  that sends each line whole from one location (a location used twice would be
+  one parcel cheaper as a merged group, which is a partition too).
+* *Greedy split*: at most ``max_shipments`` steps: each step takes the unused
   eligible location with the least cost per unit it can cover of what remains
-  (ties: lower index) and covers ``min(available, remaining)`` of each line.
-  When a single location exists at cost ``S``, only locations that could be
-  part of a cheaper plan take part: a plan of two or more shipments that uses
-  ``l`` costs at least ``base(l) + min_fixed + split_penalty`` (``base`` = the
-  cost without the low-stock term), so ``l`` is left out when that is ``>= S``.
-  That bound is also a hard search radius, which keeps split searches short.
-* The answer is the single location, unless the split plan covers everything
-  with more than one shipment at a strictly lower total cost. A split plan can
-  only win if the single costs more than two cheapest fixed costs plus the split
-  penalty, so it is not even computed otherwise.
+  (ties: lower index) and covers ``min(available, remaining)`` of each line;
+  only locations with ``base + min_fixed + split_penalty < split_cap`` take part
+  (``base`` = the cost without the low-stock term: a plan of two or more
+  shipments using such a location cannot cost less than the cap). It is the
+  only way when a line cannot leave whole from any one location, and it
+  replaces the exact plan when it splits a line's units and costs less (by more
+  than 1e-9): the exact plan is never dearer than the greedy one.
+* The answer, without the exact search (one line, more lines than
+  EXACT_LINES, ``exact_plans`` off, no splits): the single, unless the greedy
+  split (cap: the single's cost) covers everything with more than one shipment
+  at a strictly lower total cost. With it: the single if it costs at most two
+  cheapest fixed costs and a penalty (no split can undercut that), else the
+  exact plan (or the greedy split as above).
+* ``split_reason`` of a plan of several parcels: ``CHEAPER`` if a single
+  location could fill the order for no more than a parcel per line costs (the
+  cap of that search, when such a plan exists), else ``NO_SINGLE_LOCATION``.
+  ``optimal``: the answer is a single location no split can beat, or the exact
+  plan. ``lower_bound``: the plan's cost when optimal, else the dearest over
+  the lines of the cheapest parcel holding a unit of it.
 
-Every search is a depth-first walk of the k-d tree, nearer child first, that
-skips a subtree when the cheapest cost anything in it could have (cheapest
-fixed cost + distance to its box) cannot beat what is already found; or, when
-an order holds a rare SKU, a scan of the few cells of that SKU.
+Every search walks the tree of the rarest line's SKU (or scans its cells when
+there are at most SCAN_LIMIT): a k-d tree over the SKU's cells split on
+location and on static cost (fixed cost and priority), cheapest-looking child
+first, skipping a subtree when the cheapest cost anything in it could have
+(cheapest fixed cost and priority below it + distance to its box) cannot beat
+what is already found or exceeds the search's cap. The exact search prices the
+groups with caps derived from the best plan known (a group that is one of
+several parcels leaves at least ``min_fixed + split_penalty`` to pay), and the
+greedy split only runs when it could win: a greedy plan that splits a line's
+units sends it from two holders of it, one taking all it has, so it costs at
+least ``2 * cheapest holder + split_penalty + low_stock_weight``.
 """
 
 import numpy as np
 
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset, memcpy
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from pyomni._core.status cimport *
@@ -47,9 +76,13 @@ from pyomni._core.geo cimport (LocationIndex, KdNode, KD_STACK, unit_vector, cho
                                chord_sq_to_km_lb, box_chord_sq, sin)
 
 cdef double INF = 1e300
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) nogil
 # Prune only when a bound exceeds the best by more than rounding could explain,
 # so a pruned location can never tie or win.
 cdef double EPS = 1e-9
+# chord length of one unit of static cost under the default policy (0.03 a km x 1.3 circuity)
+cdef double STATIC_CHORD_PER_COST = 1.0 / (0.039 * 6371.0088)
 
 REJECT_NAMES = ("CLOSED", "EXCLUDED", "CAPABILITY", "CAPACITY", "DISTANCE", "NO_STOCK")
 MAX_LINES_ = MAX_LINES
@@ -60,7 +93,8 @@ cdef class NativePolicy:
     """A routing policy's weights in native form (built once per policy)."""
 
     def __cinit__(self, double cost_per_km, double circuity, double split_penalty,
-                  double low_stock_weight, double load_weight, double priority_weight):
+                  double low_stock_weight, double load_weight, double priority_weight, bint fewest_first=False,
+                  bint exact_plans=True):
         self.p.cost_per_km = cost_per_km
         self.p.circuity = circuity
         self.p.split_penalty = split_penalty
@@ -68,14 +102,28 @@ cdef class NativePolicy:
         self.p.load_weight = load_weight
         self.p.priority_weight = priority_weight
         self.p.per_km = cost_per_km * circuity
+        self.p.fewest_first = fewest_first
+        self.p.exact_plans = exact_plans
 
     def __reduce__(self):
         return (NativePolicy, (self.p.cost_per_km, self.p.circuity, self.p.split_penalty,
-                               self.p.low_stock_weight, self.p.load_weight, self.p.priority_weight))
+                               self.p.low_stock_weight, self.p.load_weight, self.p.priority_weight,
+                               self.p.fewest_first, self.p.exact_plans))
 
 
 cdef inline bint _before(double cost_a, int32_t loc_a, double cost_b, int32_t loc_b) noexcept nogil:
     return cost_a < cost_b or (cost_a == cost_b and loc_a < loc_b)
+
+
+cdef inline void _push_pair(int* stack, int* top, int a, double key_a, int b, double key_b) noexcept nogil:
+    # push two nodes so the one of the smaller key (ties: a) is popped first
+    if key_a <= key_b:
+        stack[top[0]] = b
+        stack[top[0] + 1] = a
+    else:
+        stack[top[0]] = a
+        stack[top[0] + 1] = b
+    top[0] += 2
 
 
 cdef void _order_by_rarity(Query* q, const int32_t* sku_count) noexcept nogil:
@@ -145,22 +193,16 @@ cdef class Router:
         self.stamp_gen = 0
         memset(self.excl_mark, 0, m * sizeof(uint32_t))
         self.excl_gen = 0
-        # per-node static lower bounds: a subtree of dear or low-priority
-        # locations is skipped sooner than the network-wide minimum would allow
-        cdef int nn = max(index.n_nodes, 1), node_id, j
-        self.node_min_fixed = <double*> malloc(nn * sizeof(double))
-        self.node_min_priority = <int32_t*> malloc(nn * sizeof(int32_t))
-        if self.node_min_fixed == NULL or self.node_min_priority == NULL:
+        # the SKU trees split on static cost as well as on place, so a subtree of dear locations is
+        # pruned even in a dense city; the scale (the default policy's cost of a km) only shapes the tree
+        self.static_key = <double*> malloc(m * sizeof(double))
+        if self.static_key == NULL:
             raise MemoryError()
-        for node_id in range(index.n_nodes):
-            self.node_min_fixed[node_id] = INF
-            self.node_min_priority[node_id] = 2147483647
-            for j in range(index.nodes[node_id].start, index.nodes[node_id].end):
-                i = index.perm[j]
-                if self.fixed_cost[i] < self.node_min_fixed[node_id]:
-                    self.node_min_fixed[node_id] = self.fixed_cost[i]
-                if self.priority[i] < self.node_min_priority[node_id]:
-                    self.node_min_priority[node_id] = self.priority[i]
+        for i in range(n):
+            self.static_key[i] = (self.fixed_cost[i] + self.priority[i]) * STATIC_CHORD_PER_COST
+        self.trees = NULL
+        self.n_trees = 0
+        self.tree_bytes = 0
 
     def __dealloc__(self):
         free(self.xyz)
@@ -171,8 +213,13 @@ cdef class Router:
         free(self.fixed_cost)
         free(self.stamp)
         free(self.excl_mark)
-        free(self.node_min_fixed)
-        free(self.node_min_priority)
+        free(self.static_key)
+        cdef int32_t k
+        for k in range(self.n_trees):
+            free(self.trees[k].cell)
+            free(self.trees[k].loc)
+            free(self.trees[k].nodes)
+        free(self.trees)
 
     def set_open(self, int32_t loc, bint is_open):
         """Open or close a location for routing."""
@@ -181,6 +228,184 @@ cdef class Router:
     def set_capacity(self, int32_t loc, int32_t capacity):
         """Change a location's daily capacity (0 = unlimited)."""
         self.capacity[loc] = capacity
+
+    # -- the SKU trees -------------------------------------------------------------
+    cdef SkuTree* _tree_for(self, int32_t sku) noexcept nogil:
+        # The tree of a SKU's cells, (re)built if it is missing or stale; NULL if it cannot be built (the
+        # caller scans the SKU's list instead). Cells added since the build are the overflow: they are
+        # listed before ``head`` and the search scans them; past a quarter of the tree the tree is rebuilt.
+        cdef int32_t cap, k, count = self.ledger.sku_count[sku]
+        cdef SkuTree* grown
+        cdef SkuTree* t
+        if sku >= self.n_trees:
+            cap = max(self.ledger.n_skus, sku + 1)
+            grown = <SkuTree*> realloc(self.trees, cap * sizeof(SkuTree))
+            if grown == NULL:
+                return NULL
+            memset(&grown[self.n_trees], 0, (cap - self.n_trees) * sizeof(SkuTree))
+            self.trees = grown
+            self.n_trees = cap
+        t = &self.trees[sku]
+        if t.n > 0 and t.drops == self.ledger.drops and count - t.n <= max(32, t.n // 4):
+            return t
+        if not self._build_tree(t, sku):
+            return NULL
+        return t
+
+    cdef bint _build_tree(self, SkuTree* t, int32_t sku) noexcept nogil:
+        cdef int32_t m = self.ledger.sku_count[sku], k = 0, c
+        cdef int64_t cap_nodes = 4 * (<int64_t> m) // TREE_LEAF + 4
+        self.tree_bytes -= (<int64_t> t.n) * 8 + (<int64_t> t.n_nodes) * sizeof(TNode)
+        free(t.cell)
+        free(t.loc)
+        free(t.nodes)
+        memset(t, 0, sizeof(SkuTree))
+        if m <= 0:
+            return False
+        t.cell = <int32_t*> malloc(m * sizeof(int32_t))
+        t.loc = <int32_t*> malloc(m * sizeof(int32_t))
+        t.nodes = <TNode*> malloc(cap_nodes * sizeof(TNode))
+        if t.cell == NULL or t.loc == NULL or t.nodes == NULL:
+            free(t.cell)
+            free(t.loc)
+            free(t.nodes)
+            memset(t, 0, sizeof(SkuTree))
+            return False
+        c = self.ledger.sku_head[sku]
+        while c >= 0:
+            t.cell[k] = c
+            t.loc[k] = self.ledger.cells[c].loc
+            k += 1
+            c = self.ledger.cells[c].next
+        self._build_node(t, 0, m)
+        t.n = m
+        t.head = self.ledger.sku_head[sku]
+        t.drops = self.ledger.drops
+        self.tree_bytes += (<int64_t> t.n) * 8 + (<int64_t> t.n_nodes) * sizeof(TNode)
+        return True
+
+    cdef int32_t _build_node(self, SkuTree* t, int32_t start, int32_t end) noexcept nogil:
+        # A median split on the widest of x, y, z and static cost (recursion depth ~ log2 of the cells).
+        cdef int32_t node_id = t.n_nodes, i, j, lo, hi, mid, kth, tmp, left, right, loc
+        cdef int axis, a
+        cdef double pivot, v, s_lo = INF, s_hi = -INF, spread
+        cdef TNode* node = &t.nodes[node_id]
+        t.n_nodes += 1
+        for a in range(3):
+            node.lo[a] = INF
+            node.hi[a] = -INF
+        node.min_fixed = INF
+        node.min_priority = 2147483647
+        for i in range(start, end):
+            loc = t.loc[i]
+            for a in range(3):
+                v = self.xyz[3 * loc + a]
+                if v < node.lo[a]:
+                    node.lo[a] = v
+                if v > node.hi[a]:
+                    node.hi[a] = v
+            if self.fixed_cost[loc] < node.min_fixed:
+                node.min_fixed = self.fixed_cost[loc]
+            if self.priority[loc] < node.min_priority:
+                node.min_priority = self.priority[loc]
+            v = self.static_key[loc]
+            if v < s_lo:
+                s_lo = v
+            if v > s_hi:
+                s_hi = v
+        node.start = start
+        node.end = end
+        node.left = -1
+        node.right = -1
+        if end - start <= TREE_LEAF:
+            return node_id
+        axis = 3
+        spread = s_hi - s_lo
+        for a in range(3):
+            if node.hi[a] - node.lo[a] > spread:
+                spread = node.hi[a] - node.lo[a]
+                axis = a
+        # Hoare quickselect of the median on the axis, moving cell and loc together
+        mid = (start + end) // 2
+        lo = start
+        hi = end - 1
+        while lo < hi:
+            pivot = self._tree_key(t.loc[(lo + hi) // 2], axis)
+            i = lo
+            j = hi
+            while i <= j:
+                while self._tree_key(t.loc[i], axis) < pivot:
+                    i += 1
+                while self._tree_key(t.loc[j], axis) > pivot:
+                    j -= 1
+                if i <= j:
+                    tmp = t.loc[i]
+                    t.loc[i] = t.loc[j]
+                    t.loc[j] = tmp
+                    tmp = t.cell[i]
+                    t.cell[i] = t.cell[j]
+                    t.cell[j] = tmp
+                    i += 1
+                    j -= 1
+            if mid <= j:
+                hi = j
+            elif mid >= i:
+                lo = i
+            else:
+                break
+        left = self._build_node(t, start, mid)
+        right = self._build_node(t, mid, end)
+        t.nodes[node_id].left = left
+        t.nodes[node_id].right = right
+        return node_id
+
+    cdef void _prefetch_leaf(self, const Query* q, const SkuTree* t, const TNode* node, int known_line,
+                             const int32_t* remaining) noexcept nogil:
+        # Overlap a leaf's cache misses before reading any of them: its own cells, then the hash slots of the
+        # other lines (those with units remaining, when ``remaining`` is given), then the cells they point at.
+        cdef int j, i
+        for j in range(node.start, node.end):
+            __builtin_prefetch(&self.ledger.cells[t.cell[j]])
+        if q.n_lines == 1:
+            return
+        for j in range(node.start, node.end):
+            for i in range(q.n_lines):
+                if i != known_line and (remaining == NULL or remaining[i] > 0):
+                    self.ledger.prefetch(t.loc[j], q.sku[i])
+        for j in range(node.start, node.end):
+            for i in range(q.n_lines):
+                if i != known_line and (remaining == NULL or remaining[i] > 0):
+                    self.ledger.prefetch_cell(t.loc[j], q.sku[i])
+
+    cdef double _tree_key(self, int32_t loc, int axis) noexcept nogil:
+        return self.static_key[loc] if axis == 3 else self.xyz[3 * loc + axis]
+
+    cdef double _tnode_lb(self, const PolicyC* pol, const Query* q, const TNode* node, bint extra,
+                          double* km_lb) noexcept nogil:
+        # the cheapest cost any cell's location below the node could have (its stock-dependent part >= 0)
+        cdef double d = 0.0, t
+        cdef int k
+        for k in range(3):
+            if q.dest[k] < node.lo[k]:
+                t = node.lo[k] - q.dest[k]
+                d += t * t
+            elif q.dest[k] > node.hi[k]:
+                t = q.dest[k] - node.hi[k]
+                d += t * t
+        km_lb[0] = chord_sq_to_km_lb(d)
+        return (node.min_fixed + (pol.split_penalty if extra else 0.0) + pol.per_km * km_lb[0]
+                + pol.priority_weight * node.min_priority)
+
+
+    def prepare(self):
+        """Build (or refresh) the tree of every SKU with more than SCAN_LIMIT cells now, so that no
+        query pays for it later. Returns the bytes the trees take."""
+        cdef int32_t sku, n = self.ledger.n_skus
+        with nogil:
+            for sku in range(n):
+                if self.ledger.sku_count[sku] > SCAN_LIMIT:
+                    self._tree_for(sku)
+        return self.tree_bytes
 
     # -- the pieces of a decision ------------------------------------------------
     cdef int _gate(self, const Query* q, int32_t loc, double km) noexcept nogil:
@@ -219,15 +444,10 @@ cdef class Router:
         self._costs(pol, loc, km, 0.0, extra, &c)
         return c.total
 
-    cdef double _node_lb(self, const PolicyC* pol, const Query* q, int node_id, bint extra,
-                                double* km_lb) noexcept nogil:
-        km_lb[0] = chord_sq_to_km_lb(box_chord_sq(&self.index.nodes[node_id], q.dest))
-        return (self.node_min_fixed[node_id] + (pol.split_penalty if extra else 0.0) + pol.per_km * km_lb[0]
-                + pol.priority_weight * self.node_min_priority[node_id])
-
     # single location --------------------------------------------------------
-    cdef void _consider_single(self, const PolicyC* pol, const Query* q, int32_t loc, Singles* best,
+    cdef void _consider_single(self, const PolicyC* pol, const Query* q, int32_t loc, int64_t c0, Singles* best,
                                Stats* st) noexcept nogil:
+        # ``c0``: the location's cell of the rarest line (q.check_order[0]) when the caller knows it, else -2
         cdef double c2 = chord_sq(&self.xyz[3 * loc], q.dest)
         cdef double km
         cdef int r, i, j
@@ -239,6 +459,8 @@ cdef class Router:
         # cheap exits first: the chord bound needs no trigonometry
         if best.n > 0 and self._base(pol, loc, chord_sq_to_km_lb(c2), False) > best.cost[0].total + EPS:
             return
+        if self._base(pol, loc, chord_sq_to_km_lb(c2), False) > q.single_cap + EPS:
+            return
         km = chord_sq_to_km(c2)
         r = self._gate(q, loc, km)
         if r >= 0:
@@ -249,14 +471,15 @@ cdef class Router:
         cdef int32_t avail[MAX_LINES]
         for j in range(q.n_lines):
             i = q.check_order[j]
-            c = self.ledger.find(loc, q.sku[i])
+            c = c0 if j == 0 and c0 != -2 else self.ledger.find(loc, q.sku[i])
             a = cell_available(&self.ledger.cells[c]) if c >= 0 else 0
             if a < q.qty[i]:
                 st.rejected[<int> REJ_NO_STOCK] += 1
                 return
             avail[i] = a
-        for i in range(q.n_lines):      # summed in line order, as the reference does
-            low += <double> q.qty[i] / avail[i]
+        if not q.base_only:
+            for i in range(q.n_lines):  # summed in line order, as the reference does
+                low += <double> q.qty[i] / avail[i]
         self._costs(pol, loc, km, low, False, &cost)
         if best.n == N_KEEP and not _before(cost.total, loc, best.cost[N_KEEP - 1].total, best.loc[N_KEEP - 1]):
             return
@@ -274,64 +497,65 @@ cdef class Router:
             best.n += 1
 
     cdef void _search_single(self, const PolicyC* pol, const Query* q, Singles* best, Stats* st) noexcept nogil:
-        cdef int i, rarest = 0, top, node_id
-        cdef int32_t c
+        # Whoever fills everything holds the rarest line's SKU: scan its cells when they are few, else walk
+        # its tree, cheapest-looking subtree first, skipping subtrees that cannot beat the best found.
+        cdef int i, top, node_id
+        cdef int32_t c, sku = q.sku[q.check_order[0]]
         cdef double lb, km_lb
         cdef int stack[KD_STACK]
-        cdef KdNode* node
+        cdef const TNode* node
+        cdef SkuTree* t = NULL
         best.n = 0
-        for i in range(1, q.n_lines):
-            if self.ledger.sku_count[q.sku[i]] < self.ledger.sku_count[q.sku[rarest]]:
-                rarest = i
-        if self.ledger.sku_count[q.sku[rarest]] <= SCAN_LIMIT:
-            # whoever fills everything holds the rarest SKU: scan its few cells
+        if self.ledger.sku_count[sku] > SCAN_LIMIT:
+            t = self._tree_for(sku)
+        if t == NULL:
             st.strategy = 1
-            c = self.ledger.sku_head[q.sku[rarest]]
+            c = self.ledger.sku_head[sku]
             while c >= 0:
-                self._consider_single(pol, q, self.ledger.cells[c].loc, best, st)
+                self._consider_single(pol, q, self.ledger.cells[c].loc, c, best, st)
                 c = self.ledger.cells[c].next
             return
         st.strategy = 0
-        if self.n == 0:
-            return
+        c = self.ledger.sku_head[sku]
+        while c != t.head:              # cells added since the tree was built
+            self._consider_single(pol, q, self.ledger.cells[c].loc, c, best, st)
+            c = self.ledger.cells[c].next
         stack[0] = 0
         top = 1
         while top:
             top -= 1
             node_id = stack[top]
-            node = &self.index.nodes[node_id]
-            lb = self._node_lb(pol, q, node_id, False, &km_lb)
-            if km_lb > q.max_km + EPS:
+            node = &t.nodes[node_id]
+            lb = self._tnode_lb(pol, q, node, False, &km_lb)
+            if km_lb > q.max_km + EPS or lb > q.single_cap + EPS:
                 continue
             if best.n > 0 and lb > best.cost[0].total + EPS:
                 continue
             if node.left < 0:
-                # overlap the leaf's hash misses: prefetch every slot of its rarest line first
+                self._prefetch_leaf(q, t, node, q.check_order[0], NULL)
                 for i in range(node.start, node.end):
-                    self.ledger.prefetch(self.index.perm[i], q.sku[q.check_order[0]])
-                for i in range(node.start, node.end):
-                    self.ledger.prefetch_cell(self.index.perm[i], q.sku[q.check_order[0]])
-                for i in range(node.start, node.end):
-                    self._consider_single(pol, q, self.index.perm[i], best, st)
+                    self._consider_single(pol, q, t.loc[i], t.cell[i], best, st)
             else:
-                self._push_children(q, node, stack, &top)
+                self._push_tree_children(pol, q, t, node, False, stack, &top)
+
+    cdef void _push_tree_children(self, const PolicyC* pol, const Query* q, const SkuTree* t, const TNode* node,
+                                  bint extra, int* stack, int* top) noexcept nogil:
+        # the cheaper-looking child is walked first
+        cdef double km_lb
+        _push_pair(stack, top, node.left, self._tnode_lb(pol, q, &t.nodes[node.left], extra, &km_lb),
+                   node.right, self._tnode_lb(pol, q, &t.nodes[node.right], extra, &km_lb))
 
     cdef void _push_children(self, const Query* q, const KdNode* node, int* stack, int* top) noexcept nogil:
-        # push the farther child first so the nearer one is walked first
-        cdef double dl = box_chord_sq(&self.index.nodes[node.left], q.dest)
-        cdef double dr = box_chord_sq(&self.index.nodes[node.right], q.dest)
-        if dl <= dr:
-            stack[top[0]] = node.right
-            stack[top[0] + 1] = node.left
-        else:
-            stack[top[0]] = node.left
-            stack[top[0] + 1] = node.right
-        top[0] += 2
+        # the nearer child is walked first
+        _push_pair(stack, top, node.left, box_chord_sq(&self.index.nodes[node.left], q.dest),
+                   node.right, box_chord_sq(&self.index.nodes[node.right], q.dest))
 
     # one greedy split step ------------------------------------------------------
-    cdef void _consider_step(self, const PolicyC* pol, const Query* q, int32_t loc, Plan* plan,
-                             int64_t rem_units, double* best_ratio, int32_t* best_loc, double* best_km,
-                             Costs* best_cost, int32_t* best_take) noexcept nogil:
+    cdef void _consider_step(self, const PolicyC* pol, const Query* q, int32_t loc, int known_line,
+                             int64_t known_cell, Plan* plan, int64_t rem_units, double* best_ratio,
+                             int32_t* best_loc, double* best_km, Costs* best_cost,
+                             int32_t* best_take) noexcept nogil:
+        # ``known_cell``: the location's cell of line ``known_line`` when the caller has it (else known_line -1)
         cdef int s, i
         cdef bint extra = plan.n_ship > 0
         cdef double km, c2, low = 0.0, ratio
@@ -358,7 +582,7 @@ cdef class Router:
             take[i] = 0
             if plan.remaining[i] == 0:
                 continue
-            c = self.ledger.find(loc, q.sku[i])
+            c = known_cell if i == known_line else self.ledger.find(loc, q.sku[i])
             if c < 0:
                 continue
             a = cell_available(&self.ledger.cells[c])
@@ -382,43 +606,45 @@ cdef class Router:
     cdef bint _split_step(self, const PolicyC* pol, const Query* q, Plan* plan) noexcept nogil:
         # add the next shipment to ``plan``; False if no location can cover anything
         cdef int i, top, node_id
-        cdef int64_t rem_units = 0, listed = 0
+        cdef int64_t rem_units = 0
         cdef int32_t c, loc, best_loc = -1
         cdef double best_ratio = INF, best_km = 0.0, lb, km_lb
         cdef Costs best_cost
         cdef int32_t best_take[MAX_LINES]
         cdef int stack[KD_STACK]
-        cdef KdNode* node
+        cdef const TNode* node
+        cdef SkuTree* t
         cdef bint extra = plan.n_ship > 0
         for i in range(q.n_lines):
             if plan.remaining[i] > 0:
                 rem_units += plan.remaining[i]
-                listed += self.ledger.sku_count[q.sku[i]]
-        if listed <= SCAN_LIMIT:
-            # a useful location holds one of the remaining SKUs: scan their cells once each
-            self.stamp_gen += 1
-            if self.stamp_gen == 0:     # wrapped: clear the marks
-                memset(self.stamp, 0, max(self.n, 1) * sizeof(uint32_t))
-                self.stamp_gen = 1
-            for i in range(q.n_lines):
-                if plan.remaining[i] == 0:
-                    continue
-                c = self.ledger.sku_head[q.sku[i]]
-                while c >= 0:
-                    loc = self.ledger.cells[c].loc
-                    if self.stamp[loc] != self.stamp_gen:
-                        self.stamp[loc] = self.stamp_gen
-                        self._consider_step(pol, q, loc, plan, rem_units, &best_ratio, &best_loc, &best_km,
-                                            &best_cost, best_take)
-                    c = self.ledger.cells[c].next
-        elif self.n > 0:
+        # a useful location holds one of the remaining SKUs: walk each one's cells (its list when short,
+        # else its tree), each location once
+        self.stamp_gen += 1
+        if self.stamp_gen == 0:     # wrapped: clear the marks
+            memset(self.stamp, 0, max(self.n, 1) * sizeof(uint32_t))
+            self.stamp_gen = 1
+        for i in range(q.n_lines):
+            if plan.remaining[i] == 0:
+                continue
+            t = self._tree_for(q.sku[i]) if self.ledger.sku_count[q.sku[i]] > SCAN_LIMIT else NULL
+            c = self.ledger.sku_head[q.sku[i]]
+            while c >= 0 and (t == NULL or c != t.head):
+                loc = self.ledger.cells[c].loc
+                if self.stamp[loc] != self.stamp_gen:
+                    self.stamp[loc] = self.stamp_gen
+                    self._consider_step(pol, q, loc, i, c, plan, rem_units, &best_ratio, &best_loc, &best_km,
+                                        &best_cost, best_take)
+                c = self.ledger.cells[c].next
+            if t == NULL:
+                continue
             stack[0] = 0
             top = 1
             while top:
                 top -= 1
                 node_id = stack[top]
-                node = &self.index.nodes[node_id]
-                lb = self._node_lb(pol, q, node_id, extra, &km_lb)
+                node = &t.nodes[node_id]
+                lb = self._tnode_lb(pol, q, node, extra, &km_lb)
                 if km_lb > q.max_km + EPS:
                     continue
                 if best_loc >= 0 and lb / rem_units > best_ratio + EPS:
@@ -426,11 +652,15 @@ cdef class Router:
                 if (lb - (pol.split_penalty if extra else 0.0)) + self.min_fixed + pol.split_penalty > q.split_cap + EPS:
                     continue
                 if node.left < 0:
-                    for i in range(node.start, node.end):
-                        self._consider_step(pol, q, self.index.perm[i], plan, rem_units, &best_ratio, &best_loc,
-                                            &best_km, &best_cost, best_take)
+                    self._prefetch_leaf(q, t, node, i, plan.remaining)
+                    for c in range(node.start, node.end):
+                        loc = t.loc[c]
+                        if self.stamp[loc] != self.stamp_gen:
+                            self.stamp[loc] = self.stamp_gen
+                            self._consider_step(pol, q, loc, i, t.cell[c], plan, rem_units, &best_ratio,
+                                                &best_loc, &best_km, &best_cost, best_take)
                 else:
-                    self._push_children(q, node, stack, &top)
+                    self._push_tree_children(pol, q, t, node, extra, stack, &top)
         if best_loc < 0:
             return False
         i = plan.n_ship
@@ -483,48 +713,328 @@ cdef class Router:
             held[plan.loc[s]] += 1
         return ST_OK
 
+    # -- exact plans ----------------------------------------------------------------
+    cdef void _group(self, const PolicyC* pol, const Query* q, int mask, double cap, Group* out,
+                     Stats* st) noexcept nogil:
+        # the cheapest single location for the lines in ``mask`` (all their units), if it costs <= cap
+        cdef Query sq = q[0]
+        cdef Singles b
+        cdef int i, n = 0, strategy = st.strategy
+        for i in range(q.n_lines):
+            if mask & (1 << i):
+                sq.sku[n] = q.sku[i]
+                sq.qty[n] = q.qty[i]
+                n += 1
+        sq.n_lines = n
+        _order_by_rarity(&sq, self.ledger.sku_count)
+        sq.single_cap = cap
+        sq.base_only = False
+        self._search_single(pol, &sq, &b, st)
+        st.strategy = strategy
+        self._set_group(pol, &b, cap, out)
+
+    cdef void _set_group(self, const PolicyC* pol, const Singles* b, double cap, Group* out) noexcept nogil:
+        # a search's winner as a group, if it is within the cap the search was pruned with (past it the
+        # winner is not reliably the cheapest)
+        out.loc = -1
+        if b.n > 0 and b.cost[0].total <= cap + EPS:
+            out.loc = b.loc[0]
+            out.km = b.km[0]
+            out.first = b.cost[0]
+            out.later = b.cost[0]
+            out.later.fixed = self.fixed_cost[out.loc] + pol.split_penalty
+            out.later.total = (out.later.fixed + out.later.distance + out.later.low_stock + out.later.load
+                               + out.later.priority)
+
+    cdef void _partitions(self, const PolicyC* pol, const Query* q, Exact* ex) noexcept nogil:
+        # Every partition of the lines into at most max_shipments groups, each group at its own cheapest
+        # location, the groups' locations distinct. Enumerated as restricted growth strings: line i joins
+        # each group opened so far, in order, then opens the next one. Totals are summed from the last
+        # parcel to the first (the first parcel pays no split penalty). The best is the cheapest (ties:
+        # fewer parcels, then the first enumerated), or with fewest_first the fewest parcels, then the
+        # cheapest. ``next_total``: the cheapest other partition.
+        cdef int masks[EXACT_LINES]
+        ex.n = 0
+        ex.total = INF
+        ex.next_total = INF
+        memset(masks, 0, sizeof(masks))
+        self._partition_from(pol, ex, q.n_lines, min(q.max_shipments, q.n_lines), 0, 0, masks)
+
+    cdef void _partition_from(self, const PolicyC* pol, Exact* ex, int n, int k, int i, int m,
+                              int* masks) noexcept nogil:
+        cdef int s, s2
+        cdef double t
+        cdef bint better
+        cdef const Group* g
+        if i == n:
+            for s in range(m):
+                g = &ex.g[masks[s]]
+                if g.loc < 0:
+                    return
+                for s2 in range(s):
+                    if ex.g[masks[s2]].loc == g.loc:
+                        return
+            t = 0.0
+            s = m - 1
+            while s >= 0:
+                g = &ex.g[masks[s]]
+                t = (g.first.total if s == 0 else g.later.total) + t
+                s -= 1
+            if pol.fewest_first:
+                better = ex.n == 0 or m < ex.n or (m == ex.n and t < ex.total)
+            else:
+                better = ex.n == 0 or t < ex.total or (t == ex.total and m < ex.n)
+            if better:
+                if ex.n > 0 and ex.total < ex.next_total:
+                    ex.next_total = ex.total
+                ex.n = m
+                ex.total = t
+                for s in range(m):
+                    ex.mask[s] = masks[s]
+            elif t < ex.next_total:
+                ex.next_total = t
+            return
+        for s in range(m):
+            masks[s] |= 1 << i
+            self._partition_from(pol, ex, n, k, i + 1, m, masks)
+            masks[s] &= ~(1 << i)
+        if m < k:
+            masks[m] = 1 << i
+            self._partition_from(pol, ex, n, k, i + 1, m + 1, masks)
+            masks[m] = 0
+
+    cdef double _line_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil:
+        # A lower bound on any plan, splits of a line's units included: every line leaves from some
+        # location holding a unit of it, and that parcel costs at least that location's cost without the
+        # stock-dependent part. The largest such least cost over the lines.
+        cdef Query sq = q[0]
+        cdef Singles b
+        cdef int i, strategy = st.strategy
+        cdef double lb = 0.0
+        sq.n_lines = 1
+        sq.base_only = True
+        sq.single_cap = INF
+        sq.check_order[0] = 0
+        for i in range(q.n_lines):
+            sq.sku[0] = q.sku[i]
+            sq.qty[0] = 1
+            self._search_single(pol, &sq, &b, st)
+            if b.n > 0 and b.cost[0].total > lb:
+                lb = b.cost[0].total
+        st.strategy = strategy
+        return lb
+
     cdef int _route_one(self, const PolicyC* pol, Query* q, bint hold, Singles* best, Plan* plan, Stats* st,
-                        int64_t* cells, int* split_reason) noexcept nogil:
-        # One order, its Query filled in: the cheapest single location, a split when none fills it or when
-        # splitting is strictly cheaper, and (hold) the holds. 0 = a full plan, 1 = unfulfillable, 2 = error.
-        cdef int i, status = 0, n_lines = q.n_lines
-        cdef bint use_split = False, run_split, complete
+                        int64_t* cells, int* split_reason, Outcome* out) noexcept nogil:
+        # One order, its Query filled in: the plan (see the module docstring) and (hold) its holds.
+        # 0 = a full plan, 1 = unfulfillable (``plan.remaining``: what the greedy plan left), 2 = error.
+        cdef int i, s, mask, n_lines = q.n_lines
+        cdef int full = (1 << n_lines) - 1 if n_lines <= EXACT_LINES else 0
+        cdef bint can_split = q.max_shipments > 1
+        cdef bint exact = can_split and 2 <= n_lines <= EXACT_LINES and pol.exact_plans
+        cdef bint use_greedy = False
+        cdef double shortcut = 2.0 * self.min_fixed + pol.split_penalty
+        cdef double rest = self.min_fixed + pol.split_penalty, ub, lo, hi
+        cdef bint needs_greedy = False       # a line of two or more units could be split over locations
+        cdef bint complete = False
+        cdef Exact ex
+        cdef const Group* g
         split_reason[0] = 0
-        self._search_single(pol, q, best, st)
-        run_split = best.n == 0 or (
-            q.max_shipments > 1 and best.cost[0].total > 2.0 * self.min_fixed + pol.split_penalty)
+        out.optimal = False
+        out.next_best = INF
+        out.lower_bound = 0.0
         plan.n_ship = 0
-        if run_split:
+        q.base_only = False
+        for i in range(n_lines):
+            if q.qty[i] > 1:
+                needs_greedy = True
+        # 1. a single location. When the exact search may follow, only up to the price no plan of two or
+        # more parcels can undercut (two cheapest fixed costs and a penalty): most orders end here.
+        q.single_cap = shortcut if exact and not pol.fewest_first else INF
+        self._search_single(pol, q, best, st)
+        q.single_cap = INF
+        if best.n > 0 and (not can_split or pol.fewest_first or best.cost[0].total <= shortcut):
+            self._take_single(q, best, plan)
+            out.optimal = True
+            out.lower_bound = plan.total
+            out.next_best = best.cost[1].total if best.n > 1 else INF
+            return self._finish(q, hold, plan, cells)
+        if not exact:
+            # one line, or more than EXACT_LINES: the single, unless the greedy split is strictly cheaper
+            # or the only way (with no splits allowed it only measures what one parcel could cover)
             q.split_cap = best.cost[0].total if best.n > 0 else INF
             self._split(pol, q, plan)
-            complete = True
+            complete = plan.n_ship > 0
             for i in range(n_lines):
                 if plan.remaining[i] > 0:
                     complete = False
-            if complete:
-                # a complete split wins if there is no single location, or if it is strictly cheaper
-                if best.n == 0:
-                    use_split = True
-                    split_reason[0] = 1
-                elif plan.n_ship > 1 and plan.total < best.cost[0].total:
-                    use_split = True
-                    split_reason[0] = 2
-        if not use_split:
-            if best.n > 0:
-                plan.n_ship = 1
-                plan.loc[0] = best.loc[0]
-                plan.km[0] = best.km[0]
-                plan.cost[0] = best.cost[0]
-                plan.total = best.cost[0].total
-                for i in range(n_lines):
-                    plan.take[0][i] = q.qty[i]
-                    plan.remaining[i] = 0
+            if complete and (best.n == 0 or (plan.n_ship > 1 and plan.total < best.cost[0].total)):
+                split_reason[0] = 2 if best.n > 0 else 1
+                out.next_best = best.cost[0].total if best.n > 0 else INF
+                out.lower_bound = self._line_bound(pol, q, st)
+            elif best.n > 0:
+                out.next_best = plan.total if complete and plan.n_ship > 1 else (
+                    best.cost[1].total if best.n > 1 else INF)
+                self._take_single(q, best, plan)
+                out.optimal = n_lines == 1
+                out.lower_bound = plan.total if out.optimal else self._line_bound(pol, q, st)
             else:
-                status = 1
-        if status == 0 and hold:
-            if self._hold_plan(q, plan, cells) != ST_OK:
-                status = 2
-        return status
+                return 1
+            return self._finish(q, hold, plan, cells)
+        # 2. the exact search. Each line alone first: if one cannot leave whole from any location, no plan
+        # keeps every line whole (nor can a single location fill the order) and only the greedy split is left.
+        for i in range(n_lines):
+            self._group(pol, q, 1 << i, INF, &ex.g[1 << i], st)
+            if ex.g[1 << i].loc < 0:
+                return self._greedy_only(pol, q, plan, INF, split_reason, out, st, cells, hold)
+        # A parcel per line is a plan (when allowed and the locations differ): its cost caps the searches.
+        ub = INF
+        if q.max_shipments >= n_lines:
+            ub = 0.0
+            s = n_lines - 1
+            while s >= 0 and ub < INF:
+                g = &ex.g[1 << s]
+                for i in range(s):
+                    if ex.g[1 << i].loc == g.loc:
+                        ub = INF
+                if ub < INF:
+                    ub = (g.first.total if s == 0 else g.later.total) + ub
+                s -= 1
+        if pol.fewest_first:
+            ub = INF                    # a cost cap cannot prune when fewer parcels win at any cost
+            ex.g[full].loc = -1         # step 1 found no single location at all
+        else:
+            # The single location, up to that cap: "found" decides CHEAPER vs NO_SINGLE_LOCATION. It beats
+            # every plan of two or more whole-line parcels if it costs less than the dearest line alone plus
+            # the cheapest line alone plus a penalty (each of the parcels costs at least its dearest line's).
+            q.single_cap = ub
+            self._search_single(pol, q, best, st)
+            q.single_cap = INF
+            self._set_group(pol, best, ub, &ex.g[full])
+            if ex.g[full].loc >= 0:
+                lo = INF
+                hi = 0.0
+                for i in range(n_lines):
+                    if ex.g[1 << i].first.total < lo:
+                        lo = ex.g[1 << i].first.total
+                    if ex.g[1 << i].first.total > hi:
+                        hi = ex.g[1 << i].first.total
+                if ex.g[full].first.total < hi + lo + pol.split_penalty - EPS and (
+                        not needs_greedy or ex.g[full].first.total < self._unit_split_bound(pol, q, st) - EPS):
+                    self._take_single(q, best, plan)
+                    out.optimal = True
+                    out.lower_bound = plan.total
+                    out.next_best = best.cost[1].total if best.n > 1 else INF
+                    if ub < out.next_best and n_lines > 1 and ub > plan.total:
+                        out.next_best = ub
+                    return self._finish(q, hold, plan, cells)
+                if ex.g[full].first.total < ub:
+                    ub = ex.g[full].first.total
+        # a group that is one of several parcels leaves at least one more parcel (and a penalty) to pay for
+        for mask in range(1, full):
+            if mask & (mask - 1):       # two or more lines (single lines are done)
+                self._group(pol, q, mask, ub - rest, &ex.g[mask], st)
+        self._partitions(pol, q, &ex)
+        # 3. the greedy split, which may split a line's units, where it could beat every whole-line plan
+        # (only a greedy plan that splits a line's units can beat the exact one: see _unit_split_bound)
+        if ex.n == 0 or (needs_greedy and (pol.fewest_first or ex.total >= self._unit_split_bound(pol, q, st) - EPS)):
+            q.split_cap = INF if (ex.n == 0 or pol.fewest_first) else ex.total
+            self._split(pol, q, plan)
+            complete = plan.n_ship > 0
+            for i in range(n_lines):
+                if plan.remaining[i] > 0:
+                    complete = False
+            # (by more than rounding: the greedy plan may be a whole-line plan summed in another order)
+            if complete:
+                if ex.n == 0:
+                    use_greedy = True
+                elif pol.fewest_first:
+                    use_greedy = plan.n_ship < ex.n or (plan.n_ship == ex.n and plan.total < ex.total - EPS)
+                else:
+                    use_greedy = plan.total < ex.total - EPS
+        if use_greedy:
+            out.next_best = ex.total
+            out.lower_bound = self._line_bound(pol, q, st)
+        elif ex.n > 0:
+            out.next_best = ex.next_total
+            if complete and ex.total + EPS < plan.total < out.next_best:
+                out.next_best = plan.total
+            out.optimal = True
+            out.lower_bound = ex.total
+            plan.n_ship = ex.n
+            plan.total = ex.total
+            for i in range(n_lines):
+                plan.remaining[i] = 0
+            for s in range(ex.n):
+                g = &ex.g[ex.mask[s]]
+                plan.loc[s] = g.loc
+                plan.km[s] = g.km
+                plan.cost[s] = g.first if s == 0 else g.later
+                for i in range(n_lines):
+                    plan.take[s][i] = q.qty[i] if ex.mask[s] & (1 << i) else 0
+        else:
+            return 1                    # covered: what the greedy plan reached
+        if plan.n_ship > 1:
+            split_reason[0] = 2 if ex.g[full].loc >= 0 else 1
+        return self._finish(q, hold, plan, cells)
+
+    cdef double _unit_split_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil:
+        # The greedy split costs no less than this if it splits the units of a line: such a line leaves in two
+        # parcels or more, each from a holder of a unit of it, one of them a later parcel, and one of them
+        # takes all that its location has (which is why the line is split), a low-stock term of a whole
+        # ``low_stock_weight``. A greedy plan that splits no line is a whole-line plan, priced by the exact
+        # search. INF when no line has two units.
+        cdef Query sq = q[0]
+        cdef Singles b
+        cdef int i, strategy = st.strategy
+        cdef double bound = INF, t
+        sq.n_lines = 1
+        sq.base_only = True
+        sq.single_cap = INF
+        sq.check_order[0] = 0
+        for i in range(q.n_lines):
+            if q.qty[i] < 2:
+                continue
+            sq.sku[0] = q.sku[i]
+            sq.qty[0] = 1
+            self._search_single(pol, &sq, &b, st)
+            t = 2.0 * b.cost[0].total + pol.split_penalty + pol.low_stock_weight if b.n > 0 else INF
+            if t < bound:
+                bound = t
+        st.strategy = strategy
+        return bound
+
+    cdef int _greedy_only(self, const PolicyC* pol, Query* q, Plan* plan, double split_cap, int* split_reason,
+                          Outcome* out, Stats* st, int64_t* cells, bint hold) noexcept nogil:
+        # no whole-line plan exists: the greedy split, if it covers everything
+        cdef int i
+        q.split_cap = split_cap
+        self._split(pol, q, plan)
+        for i in range(q.n_lines):
+            if plan.remaining[i] > 0:
+                return 1
+        if plan.n_ship == 0:
+            return 1
+        split_reason[0] = 1 if plan.n_ship > 1 else 0
+        out.lower_bound = self._line_bound(pol, q, st)
+        return self._finish(q, hold, plan, cells)
+
+    cdef void _take_single(self, const Query* q, const Singles* best, Plan* plan) noexcept nogil:
+        cdef int i
+        plan.n_ship = 1
+        plan.loc[0] = best.loc[0]
+        plan.km[0] = best.km[0]
+        plan.cost[0] = best.cost[0]
+        plan.total = best.cost[0].total
+        for i in range(q.n_lines):
+            plan.take[0][i] = q.qty[i]
+            plan.remaining[i] = 0
+
+    cdef int _finish(self, const Query* q, bint hold, const Plan* plan, int64_t* cells) noexcept nogil:
+        if hold and self._hold_plan(q, plan, cells) != ST_OK:
+            return 2
+        return 0
+
 
     # -- the Python entry points --------------------------------------------------
     def route(self, NativePolicy pol, double lat, double lon, int32_t pickup_loc, skus, qtys, int need_cap,
@@ -545,6 +1055,7 @@ cdef class Router:
         cdef Singles best
         cdef Plan plan
         cdef Stats st
+        cdef Outcome out
         cdef int i, s, n_lines = len(skus), n_ex = len(excluded), split_reason = 0, status = 0
         cdef int32_t loc
         cdef int64_t cells[MAX_SHIPMENTS * MAX_LINES]
@@ -574,6 +1085,7 @@ cdef class Router:
         q.need_cap = <uint8_t> need_cap
         q.max_km = max_km
         q.max_shipments = max(1, min(max_shipments, MAX_SHIPMENTS))
+        q.single_cap = INF
         memset(&st, 0, sizeof(Stats))
         with nogil:
             if pickup_loc >= 0:
@@ -582,7 +1094,7 @@ cdef class Router:
                 q.dest[2] = self.xyz[3 * pickup_loc + 2]
             else:
                 unit_vector(lat, lon, q.dest)
-            status = self._route_one(&pol.p, &q, hold, &best, &plan, &st, cells, &split_reason)
+            status = self._route_one(&pol.p, &q, hold, &best, &plan, &st, cells, &split_reason, &out)
         shipments = []
         if status == 0:
             for s in range(plan.n_ship):
@@ -597,7 +1109,10 @@ cdef class Router:
         singles = tuple([(best.loc[i], best.cost[i].total, best.km[i]) for i in range(best.n)
                          if best.loc[i] not in chosen])
         return (status, tuple(shipments), plan.total if status == 0 else 0.0, covered, st.considered,
-                tuple([st.rejected[i] for i in range(N_REJECT)]), singles, st.strategy, split_reason)
+                tuple([st.rejected[i] for i in range(N_REJECT)]), singles, st.strategy, split_reason,
+                bool(out.optimal) if status == 0 else False,
+                out.next_best if status == 0 and out.next_best < INF else None,
+                out.lower_bound if status == 0 else 0.0)
 
     def route_many(self, NativePolicy pol, const double[::1] lat, const double[::1] lon,
                    const int64_t[::1] line_off, const int32_t[::1] sku, const int32_t[::1] qty, int need_cap,
@@ -622,6 +1137,7 @@ cdef class Router:
         cdef Singles best
         cdef Plan plan
         cdef Stats st
+        cdef Outcome out
         cdef int64_t cells[MAX_SHIPMENTS * MAX_LINES]
         if (lon.shape[0] != n or line_off.shape[0] != n + 1 or status.shape[0] != n or split.shape[0] != n
                 or n_ship.shape[0] != n or ship_loc.shape[0] < n * max_ship or ship_km.shape[0] < n * max_ship
@@ -661,9 +1177,10 @@ cdef class Router:
                 q.need_cap = <uint8_t> need_cap
                 q.max_km = max_km
                 q.max_shipments = max_ship
+                q.single_cap = INF
                 memset(&st, 0, sizeof(Stats))
                 unit_vector(lat[i], lon[i], q.dest)
-                code = self._route_one(&pol.p, &q, True, &best, &plan, &st, cells, &reason)
+                code = self._route_one(&pol.p, &q, True, &best, &plan, &st, cells, &reason, &out)
                 status[i] = <uint8_t> code
                 split[i] = <uint8_t> reason
                 base = line_off[i]

@@ -1100,6 +1100,8 @@ class Engine(SellingSide, BatchRouting, StoreSide):
             check_status(status, f"event {row} ({what} {qty[row]} of {shown(self._sku_ids[sku[row]])} at "
                          f"{shown(self._loc_ids[loc[row]])}) failed; no event of the batch was applied",
                          field=f"events[{row}]")
+        # new cells go to their SKUs' trees now, not inside the next orders' routing
+        self._router.prepare()
         return command.n
 
     def _apply_transfer(self, command: Transfer, effect: None, now: float,
@@ -1370,7 +1372,8 @@ class Engine(SellingSide, BatchRouting, StoreSide):
     def _make_native_policy(pol: RoutingPolicy) -> Any:
         from ._core import NativePolicy
         return NativePolicy(float(pol.cost_per_km), float(pol.circuity), float(pol.split_penalty),
-                            float(pol.low_stock_weight), float(pol.load_weight), float(pol.priority_weight))
+                            float(pol.low_stock_weight), float(pol.load_weight), float(pol.priority_weight),
+                            pol.plan_objective == "fewest_shipments", pol.exact_plans)
 
     def _decide(self, p: _ParsedOrder, pol: RoutingPolicy, hold: bool, skus: Sequence[int] | None = None,
                 qtys: Sequence[int] | None = None, excluded: tuple[int, ...] | None = None,
@@ -1414,13 +1417,14 @@ class Engine(SellingSide, BatchRouting, StoreSide):
 
     def _explain(self, pol: RoutingPolicy, r: tuple) -> Explanation:
         """The router's account of a decision, built only if somebody reads it."""
-        _, ships, _, _, considered, rejected, singles, strategy, split_reason = r
+        _, ships, _, _, considered, rejected, singles, strategy, split_reason, optimal, next_best, bound = r
         loc_ids = self._loc_ids
         return Explanation(_build=lambda: (
             _STRATEGIES[strategy], considered,
             {REJECT_NAMES[i]: c for i, c in enumerate(rejected) if c},
             tuple(Candidate(loc_ids[loc], cost, km) for loc, cost, km in singles),
-            len(ships) > 1, _SPLIT_REASONS[split_reason], pol.key))
+            len(ships) > 1, _SPLIT_REASONS[split_reason], pol.key, optimal, next_best,
+            bound if ships else None))
 
     def _allocation(self, p: _ParsedOrder, pol: RoutingPolicy, r: tuple, status: AllocationStatus,
                     skus: Sequence[int], qtys: Sequence[int]) -> Allocation:
@@ -1696,6 +1700,7 @@ class Engine(SellingSide, BatchRouting, StoreSide):
                 "skus": len(self._sku_ids),
                 "cells": int(self._ledger.n_cells),
                 "memory_bytes": int(self._ledger.memory_bytes()),
+                "routing_index_bytes": int(self._router.tree_bytes),
                 "available_units": int(self._ledger.sku_available_array().sum()),
                 "bytes_per_cell": float(self._ledger.cell_bytes()),
                 "reservations": states,
@@ -1744,6 +1749,7 @@ class Engine(SellingSide, BatchRouting, StoreSide):
         _, _, _, reserved, _ = ledger.export()
         if int(reserved.sum()) != int(np.asarray(cells["reserved"], dtype=np.int64).sum()):
             raise errors.InvariantViolation("the HELD reservations do not account for the reserved units")
+        router.prepare()
         self._net = network
         self._ledger, self._router = ledger, router
         self._loc_ids = network.ids

@@ -355,9 +355,22 @@ class Explanation:
     reason (``NO_STOCK``, ``CAPACITY``, ``CAPABILITY``, ``DISTANCE``,
     ``CLOSED``, ``EXCLUDED``). ``runners_up`` are the next-cheapest single
     locations that could fill everything, among those examined. ``strategy``
-    says how candidates were found: ``spatial`` (nearest-first search with
-    early stop), ``sku_scan`` (the few locations holding the rarest SKU) or
-    ``none`` (no search: a channel limit answered first).
+    says how candidates were found: ``spatial`` (a cheapest-first walk of the
+    rarest SKU's tree with early stop), ``sku_scan`` (the few locations holding
+    the rarest SKU) or ``none`` (no search: a channel limit answered first).
+
+    ``optimal`` is True when the plan is proven the cheapest of all plans that
+    send each line from one location, within the order's parcel limit (with a
+    fewest-shipments policy: the cheapest of those with the fewest parcels).
+    It is False when the greedy heuristic decided: orders of more than
+    ``EXACT_LINES`` (6) lines, or a greedy plan that splits a line's units and
+    beats every whole-line plan. ``next_best_cost`` is the cost of the cheapest
+    other plan the search priced (None if it priced none): for a split, the best
+    other partition of the lines, the greedy plan or the single location; for a
+    single location, the runner-up. ``lower_bound`` is a cost no plan can go
+    under: the plan's own cost when ``optimal``, else the dearest of the
+    cheapest parcels any one line needs (a bound that splits of a line's units
+    respect too). Recorded answers (a retry) carry neither.
 
     The parts are built on first access: most callers never read them, and a
     routing decision should not pay for objects nobody looks at.
@@ -372,16 +385,19 @@ class Explanation:
     __slots__ = ("_parts", "_build")
     _parts: tuple[Any, ...] | None
     _build: Any
-    _FIELDS = ("strategy", "considered", "rejected", "runners_up", "split", "split_reason", "policy")
+    _FIELDS = ("strategy", "considered", "rejected", "runners_up", "split", "split_reason", "policy", "optimal",
+               "next_best_cost", "lower_bound")
 
     def __init__(self, strategy: str = "", considered: int = 0, rejected: Mapping[str, int] | None = None,
                  runners_up: tuple[Candidate, ...] = (), split: bool = False, split_reason: str = "",
-                 policy: str = "", *, _build: Any = None) -> None:
-        # ``_build`` (internal): a callable returning the seven parts, called once on first access
+                 policy: str = "", optimal: bool = False, next_best_cost: float | None = None,
+                 lower_bound: float | None = None, *, _build: Any = None) -> None:
+        # ``_build`` (internal): a callable returning the ten parts, called once on first access
         setattr_ = object.__setattr__          # immutable from outside; __setattr__ below refuses
         setattr_(self, "_build", _build)
         setattr_(self, "_parts", None if _build is not None else (
-            strategy, considered, dict(rejected or {}), tuple(runners_up), split, split_reason, policy))
+            strategy, considered, dict(rejected or {}), tuple(runners_up), split, split_reason, policy, optimal,
+            next_best_cost, lower_bound))
 
     def _get(self, i: int) -> Any:
         parts = self._parts
@@ -425,6 +441,21 @@ class Explanation:
     def policy(self) -> str:
         """Key of the routing policy used."""
         return self._get(6)
+
+    @property
+    def optimal(self) -> bool:
+        """The plan is proven the cheapest plan that keeps each line whole (see the class docstring)."""
+        return self._get(7)
+
+    @property
+    def next_best_cost(self) -> float | None:
+        """Cost of the cheapest other plan the search priced, or None."""
+        return self._get(8)
+
+    @property
+    def lower_bound(self) -> float | None:
+        """No plan costs less than this (the plan's cost when optimal), or None when not computed."""
+        return self._get(9)
 
     def as_dict(self) -> dict[str, Any]:
         """The parts as a plain dict."""

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field, fields
 from . import errors, validate
 from .validate import MAX_QTY
 
-__all__ = ["RoutingPolicy", "DEFAULT_POLICY", "ChannelRule"]
+__all__ = ["RoutingPolicy", "DEFAULT_POLICY", "ChannelRule", "PLAN_OBJECTIVES"]
 
 _MAX_SHIPMENTS = 16
+#: What a plan minimises: its cost, or its number of parcels and then its cost.
+PLAN_OBJECTIVES = ("cheapest", "fewest_shipments")
 _MAX_NAME_CHARS = 128
 _MAX_VERSION = 2**31 - 1
 
@@ -65,6 +67,15 @@ class RoutingPolicy:
         Farthest fulfilling location (``inf`` = anywhere).
     same_day_max_km : float
         Farthest location for same-day orders.
+    plan_objective : str
+        ``"cheapest"``: the plan of least total cost (a split wins only when strictly cheaper);
+        ``"fewest_shipments"``: the fewest parcels, then the cheapest such plan.
+    exact_plans : bool
+        Search orders of 2 to 6 lines exactly: the cheapest plan that sends each line whole from one
+        location (or the greedy split where it splits a line's units and costs less), proven, with the
+        next-best plan's cost in the explanation. ``False``: the single location unless the greedy split
+        (cheapest cost per unit covered, one parcel at a time) is strictly cheaper -- faster on split
+        orders, never cheaper.
     """
 
     name: str = "default"
@@ -78,6 +89,8 @@ class RoutingPolicy:
     max_splits: int = 3
     max_distance_km: float = math.inf
     same_day_max_km: float = 30.0
+    plan_objective: str = "cheapest"
+    exact_plans: bool = True
     _native: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +107,12 @@ class RoutingPolicy:
             v = getattr(self, f)
             set_(self, f, _plain(v, validate.number(v, f, low=0.0, low_open=True, allow_inf=True)))
         set_(self, "max_splits", validate.integer(self.max_splits, "max_splits", low=1, high=_MAX_SHIPMENTS))
+        if type(self.exact_plans) is not bool:
+            raise errors.InvalidArgument(f"exact_plans must be a bool, got {validate.shown(self.exact_plans)}",
+                                         field="exact_plans")
+        if self.plan_objective not in PLAN_OBJECTIVES:
+            raise errors.InvalidArgument(f"plan_objective must be one of {', '.join(PLAN_OBJECTIVES)}, "
+                                         f"got {validate.shown(self.plan_objective)}", field="plan_objective")
 
     @property
     def key(self) -> str:

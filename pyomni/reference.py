@@ -29,6 +29,25 @@ REJ_CLOSED, REJ_EXCLUDED, REJ_CAPABILITY, REJ_CAPACITY, REJ_DISTANCE, REJ_NO_STO
 EARTH_RADIUS_KM = 6371.0088
 N_KEEP = 4
 MAX_SHIPMENTS = 16
+EXACT_LINES = 6
+
+
+def _partitions(n: int, k: int):
+    """Partitions of lines 0..n-1 into at most k groups, each a tuple of line masks in order of first line,
+    in the native enumeration's order: line i joins each group opened so far, in order, then opens the next."""
+    def walk(i: int, masks: list[int]):
+        if i == n:
+            yield tuple(masks)
+            return
+        for s in range(len(masks)):
+            masks[s] |= 1 << i
+            yield from walk(i + 1, masks)
+            masks[s] &= ~(1 << i)
+        if len(masks) < k:
+            masks.append(1 << i)
+            yield from walk(i + 1, masks)
+            masks.pop()
+    yield from walk(0, [])
 
 
 def unit_vector(lat: float, lon: float) -> tuple[float, float, float]:
@@ -292,9 +311,14 @@ class ReferenceRouter:
         self.fixed_cost = [float(x) for x in fixed_cost]
         self.min_fixed = min(self.fixed_cost) if self.fixed_cost else 0.0
         self.n = len(self.xyz)
+        self.tree_bytes = 0             # the native router's SKU trees; brute force has none
 
     def set_open(self, loc: int, is_open: bool) -> None:
         self.is_open[loc] = bool(is_open)
+
+    def prepare(self) -> int:
+        """The native router builds its SKU trees here; brute force has none to build (0 bytes)."""
+        return 0
 
     def set_capacity(self, loc: int, capacity: int) -> None:
         self.capacity[loc] = int(capacity)
@@ -323,80 +347,210 @@ class ReferenceRouter:
         c = self.ledger.index.get((loc, sku), -1)
         return _available(self.ledger.cells[c]) if c >= 0 else 0
 
+    def _singles(self, pol: Any, eligible: list[int], km_of: list[float], skus, qtys,
+                 base_only: bool = False) -> list[tuple]:
+        """Every eligible location filling all of ``qtys`` of ``skus``, cheapest first (ties: lower index), as
+        ``(total, loc, km, costs)``; ``base_only`` prices them without the stock-dependent part."""
+        found = []
+        for loc in eligible:
+            avail = [self._avail(loc, s) for s in skus]
+            if all(a >= qty for a, qty in zip(avail, qtys)):
+                low = 0.0
+                if not base_only:
+                    for qty, a in zip(qtys, avail):
+                        low += qty / a
+                costs = self._costs(pol, loc, km_of[loc], low, False)
+                found.append((costs[5], loc, km_of[loc], costs))
+        found.sort(key=lambda t: (t[0], t[1]))
+        return found
+
+    def _greedy(self, pol: Any, eligible: list[int], km_of: list[float], skus, qtys, max_ship: int,
+                split_cap: float) -> tuple[list[tuple], list[int], float]:
+        """The greedy split (see core/router.pyx): ``(shipments, remaining, total)``."""
+        # only locations that could be part of a plan of two or more shipments cheaper than split_cap
+        members = [loc for loc in eligible
+                   if self._costs(pol, loc, km_of[loc], 0.0, False)[5] + self.min_fixed + pol.split_penalty
+                   < split_cap]
+        plan: list[tuple] = []
+        remaining = list(qtys)
+        total = 0.0
+        while len(plan) < max_ship and any(remaining):
+            used = {p[0] for p in plan}
+            step = None
+            for loc in members:
+                if loc in used:
+                    continue
+                takes = []
+                units = 0
+                low = 0.0
+                for s, rem in zip(skus, remaining):
+                    a = self._avail(loc, s) if rem else 0
+                    t = min(a, rem) if a > 0 else 0
+                    takes.append(t)
+                    units += t
+                    if t:
+                        low += t / a
+                if units == 0:
+                    continue
+                costs = self._costs(pol, loc, km_of[loc], low, bool(plan))
+                ratio = costs[5] / units
+                if step is None or (ratio, loc) < (step[0], step[1]):
+                    step = (ratio, loc, costs, takes)
+            if step is None:
+                break
+            _, loc, costs, takes = step
+            plan.append((loc, km_of[loc], costs, takes))
+            remaining = [r - t for r, t in zip(remaining, takes)]
+            total += costs[5]
+        return plan, remaining, total
+
+    def _line_bound(self, pol: Any, eligible: list[int], km_of: list[float], skus) -> float:
+        """The dearest over the lines of the cheapest parcel (without its stock part) holding a unit of it."""
+        bound = 0.0
+        for s in skus:
+            found = self._singles(pol, eligible, km_of, [s], [1], base_only=True)
+            if found and found[0][0] > bound:
+                bound = found[0][0]
+        return bound
+
+    def _exact(self, pol: Any, eligible: list[int], km_of: list[float], skus, qtys, max_ship: int,
+               fewest: bool) -> tuple:
+        """The exact plan by brute force (definitions in core/router.pyx): every subset of the lines at its own
+        cheapest location, every partition of the lines into at most ``max_ship`` of them, and the greedy
+        split where it may split a line's units. Returns ``(plan, remaining, total, split_reason, optimal,
+        next_best, bound, status)``."""
+        n_lines = len(skus)
+        inf = math.inf
+        needs_greedy = any(qty > 1 for qty in qtys)
+        groups: dict[int, Any] = {}            # mask -> (loc, km, first costs, later costs), or None
+        for mask in range(1, 1 << n_lines):
+            lines = [i for i in range(n_lines) if mask >> i & 1]
+            found = self._singles(pol, eligible, km_of, [skus[i] for i in lines], [qtys[i] for i in lines])
+            if found:
+                _, loc, km, costs = found[0]
+                later = (costs[0] + pol.split_penalty, *costs[1:5])
+                groups[mask] = (loc, km, costs, (*later, later[0] + later[1] + later[2] + later[3] + later[4]))
+            else:
+                groups[mask] = None
+        full = (1 << n_lines) - 1
+        per_line = [groups[1 << i] for i in range(n_lines)]
+        if not all(per_line):
+            # a line no location can send whole: no whole-line plan, no single location; the greedy split
+            plan, remaining, total = self._greedy(pol, eligible, km_of, skus, qtys, max_ship, inf)
+            if not plan or any(remaining):
+                return plan, remaining, 0.0, 0, False, inf, 0.0, 1
+            return (plan, remaining, total, 1 if len(plan) > 1 else 0, False, inf,
+                    self._line_bound(pol, eligible, km_of, skus), 0)
+        # a single location is "found" when it costs no more than a parcel per line (when that plan exists)
+        ub = inf
+        if not fewest and max_ship >= n_lines and len({g[0] for g in per_line}) == n_lines:
+            ub = 0.0
+            for s in range(n_lines - 1, -1, -1):
+                ub = (per_line[s][2][5] if s == 0 else per_line[s][3][5]) + ub
+        found_single = not fewest and groups[full] is not None and groups[full][2][5] <= ub + 1e-9
+        if fewest:
+            groups[full] = None
+        best_part, best_total, next_total = None, inf, inf
+        for part in _partitions(n_lines, min(max_ship, n_lines)):
+            gs = [groups[m] for m in part]
+            if any(g is None for g in gs) or len({g[0] for g in gs}) != len(gs):
+                continue
+            t = 0.0
+            for s in range(len(gs) - 1, -1, -1):
+                t = (gs[s][2][5] if s == 0 else gs[s][3][5]) + t
+            m = len(gs)
+            if best_part is None:
+                better = True
+            elif fewest:
+                better = m < len(best_part) or (m == len(best_part) and t < best_total)
+            else:
+                better = t < best_total or (t == best_total and m < len(best_part))
+            if better:
+                if best_part is not None:
+                    next_total = min(next_total, best_total)
+                best_part, best_total = part, t
+            else:
+                next_total = min(next_total, t)
+        use_greedy, complete = False, False
+        g_plan: list[tuple] = []
+        g_remaining, g_total = list(qtys), 0.0
+        if needs_greedy or best_part is None:
+            cap = inf if best_part is None or fewest else best_total
+            g_plan, g_remaining, g_total = self._greedy(pol, eligible, km_of, skus, qtys, max_ship, cap)
+            complete = bool(g_plan) and not any(g_remaining)
+            if complete:
+                if best_part is None:
+                    use_greedy = True
+                elif fewest:
+                    use_greedy = (len(g_plan) < len(best_part)
+                                  or (len(g_plan) == len(best_part) and g_total < best_total - 1e-9))
+                else:
+                    use_greedy = g_total < best_total - 1e-9
+        if use_greedy:
+            plan, remaining, total = g_plan, g_remaining, g_total
+            next_best, optimal, bound = best_total, False, self._line_bound(pol, eligible, km_of, skus)
+        elif best_part is not None:
+            next_best = next_total
+            if complete and best_total + 1e-9 < g_total < next_best:
+                next_best = g_total
+            optimal, bound, total, remaining = True, best_total, best_total, [0] * n_lines
+            plan = []
+            for s, m in enumerate(best_part):
+                loc, km, costs, later = groups[m]
+                plan.append((loc, km, costs if s == 0 else later,
+                             [qtys[i] if m >> i & 1 else 0 for i in range(n_lines)]))
+        else:
+            return g_plan, g_remaining, 0.0, 0, False, inf, 0.0, 1
+        split_reason = (2 if found_single else 1) if len(plan) > 1 else 0
+        return plan, remaining, total, split_reason, optimal, next_best, bound, 0
+
     def route(self, pol: Any, lat: float, lon: float, pickup_loc: int, skus, qtys, need_cap: int, max_km: float,
               excluded, max_shipments: int, hold: bool) -> tuple:
         n_lines = len(skus)
         dest = self.xyz[pickup_loc] if pickup_loc >= 0 else unit_vector(lat, lon)
         q = {"pickup": pickup_loc, "need_cap": need_cap, "max_km": max_km, "excluded": set(excluded)}
         max_ship = max(1, min(max_shipments, MAX_SHIPMENTS))
+        fewest = getattr(pol, "plan_objective", "cheapest") == "fewest_shipments"
         km_of = [chord_sq_to_km(chord_sq(self.xyz[loc], dest)) for loc in range(self.n)]
         eligible = [loc for loc in range(self.n) if self._eligible(q, loc, km_of[loc])]
-        # cheapest single locations
-        singles = []
-        for loc in eligible:
-            avail = [self._avail(loc, s) for s in skus]
-            if all(a >= qty for a, qty in zip(avail, qtys)):
-                low = 0.0
-                for qty, a in zip(qtys, avail):
-                    low += qty / a
-                costs = self._costs(pol, loc, km_of[loc], low, False)
-                singles.append((costs[5], loc, km_of[loc], costs))
-        singles.sort(key=lambda t: (t[0], t[1]))
+        singles = self._singles(pol, eligible, km_of, skus, qtys)
         best = singles[:N_KEEP]
-        run_split = not best or (max_ship > 1 and best[0][0] > 2.0 * self.min_fixed + pol.split_penalty)
+        can_split = max_ship > 1
+        exact = can_split and 2 <= n_lines <= EXACT_LINES and getattr(pol, "exact_plans", True)
+        shortcut = 2.0 * self.min_fixed + pol.split_penalty
+        whole = list(qtys)
         plan: list[tuple] = []
         remaining = list(qtys)
         total = 0.0
-        if run_split:
-            # with a single location at cost S, only locations that could be part of a cheaper
-            # plan of two or more shipments take part (see core/router.pyx)
-            split_cap = best[0][0] if best else math.inf
-            members = [loc for loc in eligible
-                       if self._costs(pol, loc, km_of[loc], 0.0, False)[5] + self.min_fixed + pol.split_penalty
-                       < split_cap]
-            while len(plan) < max_ship and any(remaining):
-                used = {p[0] for p in plan}
-                step = None
-                for loc in members:
-                    if loc in used:
-                        continue
-                    takes = []
-                    units = 0
-                    low = 0.0
-                    for s, rem in zip(skus, remaining):
-                        a = self._avail(loc, s) if rem else 0
-                        t = min(a, rem) if a > 0 else 0
-                        takes.append(t)
-                        units += t
-                        if t:
-                            low += t / a
-                    if units == 0:
-                        continue
-                    costs = self._costs(pol, loc, km_of[loc], low, bool(plan))
-                    ratio = costs[5] / units
-                    if step is None or (ratio, loc) < (step[0], step[1]):
-                        step = (ratio, loc, costs, takes)
-                if step is None:
-                    break
-                _, loc, costs, takes = step
-                plan.append((loc, km_of[loc], costs, takes))
-                remaining = [r - t for r, t in zip(remaining, takes)]
-                total += costs[5]
-        complete = run_split and not any(remaining)
         split_reason = 0
-        if complete and not best:
-            split_reason = 1
-        elif complete and len(plan) > 1 and total < best[0][0]:
-            split_reason = 2
+        optimal = False
+        next_best = math.inf
+        bound = 0.0
         status = 0
-        if not split_reason:
-            if best:
+        if best and (not can_split or fewest or best[0][0] <= shortcut):
+            cost, loc, km, costs = best[0]
+            plan, remaining, total = [(loc, km, costs, whole)], [0] * n_lines, cost
+            optimal, bound = True, cost
+            next_best = best[1][0] if len(best) > 1 else math.inf
+        elif not exact:
+            plan, remaining, total = self._greedy(pol, eligible, km_of, skus, qtys, max_ship,
+                                                  best[0][0] if best else math.inf)
+            complete = bool(plan) and not any(remaining)
+            if complete and (not best or (len(plan) > 1 and total < best[0][0])):
+                split_reason = 2 if best else 1
+                next_best = best[0][0] if best else math.inf
+                bound = self._line_bound(pol, eligible, km_of, skus)
+            elif best:
+                next_best = total if complete and len(plan) > 1 else (best[1][0] if len(best) > 1 else math.inf)
                 cost, loc, km, costs = best[0]
-                plan = [(loc, km, costs, list(qtys))]
-                total = cost
-                remaining = [0] * n_lines
+                plan, remaining, total = [(loc, km, costs, whole)], [0] * n_lines, cost
+                optimal = n_lines == 1
+                bound = cost if optimal else self._line_bound(pol, eligible, km_of, skus)
             else:
                 status = 1
+        else:
+            plan, remaining, total, split_reason, optimal, next_best, bound, status = self._exact(
+                pol, eligible, km_of, skus, qtys, max_ship, fewest)
         covered = tuple(qty - r for qty, r in zip(qtys, remaining))
         shipments = []
         if status == 0:
@@ -409,13 +563,14 @@ class ReferenceRouter:
                 held_cells = [c for hs, p in zip(holds, plan) for c, t in zip(hs, p[3]) if t]
                 qty = [t for p in plan for t in p[3] if t]
                 if self.ledger.change_holds(held_cells, qty, 0) != ST_OK:
-                    return (2, (), 0.0, covered, 0, (0,) * 6, (), 0, 0)
+                    return (2, (), 0.0, covered, 0, (0,) * 6, (), 0, 0, False, None, 0.0)
                 for p in plan:
                     self.ledger.held_shipments[p[0]] += 1
         chosen = {p[0] for p in plan} if status == 0 else set()
         runners = tuple((loc, cost, km) for cost, loc, km, _ in best if loc not in chosen)
         return (status, tuple(shipments), total if status == 0 else 0.0, covered, len(eligible), (0,) * 6,
-                runners, 0, split_reason)
+                runners, 0, split_reason if status == 0 else 0, optimal if status == 0 else False,
+                next_best if status == 0 and next_best < math.inf else None, bound if status == 0 else 0.0)
 
     def nearest_filling(self, lat: float, lon: float, skus, qtys, k: int, radius_km: float,
                         need_cap: int) -> list[tuple[int, float]]:

@@ -270,6 +270,11 @@ def allocation_to_pb(a: Allocation, out: Any = None) -> Any:
     ex.rejected.update(e.rejected)
     for c in e.runners_up:
         ex.runners_up.add(location=c.location, cost=c.cost, distance_km=c.distance_km)
+    ex.optimal = e.optimal
+    if e.next_best_cost is not None:
+        ex.next_best_cost = e.next_best_cost
+    if e.lower_bound is not None:
+        ex.lower_bound = e.lower_bound
     if a.expires_at is not None:
         msg.expire_time = a.expires_at
     return msg
@@ -280,7 +285,9 @@ def allocation_from_pb(msg: Any) -> Allocation:
     ex = msg.explanation
     explanation = Explanation(ex.strategy, ex.considered, dict(ex.rejected),
                               tuple(Candidate(c.location, c.cost, c.distance_km) for c in ex.runners_up),
-                              ex.split, ex.split_reason, ex.policy)
+                              ex.split, ex.split_reason, ex.policy, ex.optimal,
+                              ex.next_best_cost if ex.HasField("next_best_cost") else None,
+                              ex.lower_bound if ex.HasField("lower_bound") else None)
     return Allocation(msg.order_id, _STATUS_FROM[msg.status], msg.reservation_id or None,
                       tuple(_shipment_from_pb(s) for s in msg.shipments), msg.total_cost,
                       tuple(ShortLine(s.sku, s.requested, s.allocatable, s.reason) for s in msg.short_lines),

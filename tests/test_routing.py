@@ -162,16 +162,36 @@ def test_one_line_split_over_locations_when_none_holds_enough(eng):
 
 
 def test_split_when_strictly_cheaper(eng):
+    # A and B leave together from People's Square, C from Suzhou; Hangzhou holds all three but is dearer than
+    # that split, though cheaper than a parcel per line -- so the search priced it: CHEAPER, with the runner-up
+    stock(eng, {"SH-PEOPLE": {"SKU-A": 5, "SKU-B": 5}, "SH-PUDONG": {"SKU-B": 5}, "SZ-CENTRE": {"SKU-C": 5},
+                "HZ-WESTLAKE": {"SKU-A": 5, "SKU-B": 5, "SKU-C": 5}})
+    eng.register_policy(pyomni.RoutingPolicy(name="dear-km", cost_per_km=0.25, circuity=1.0))
+    order = Order("o-1", [("SKU-A", 1), ("SKU-B", 1), ("SKU-C", 1)], destination=SHANGHAI)
+    a = eng.route_order(order, policy="dear-km")
+    assert plan(a) == {"SH-PEOPLE": {"SKU-A": 1, "SKU-B": 1}, "SZ-CENTRE": {"SKU-C": 1}}
+    assert a.explanation.split_reason == "CHEAPER"
+    assert a.explanation.optimal is True and a.explanation.lower_bound == a.total_cost
+    (runner,) = a.explanation.runners_up
+    assert runner.location == "HZ-WESTLAKE"
+    assert a.total_cost < runner.cost
+    assert a.explanation.next_best_cost <= runner.cost
+    assert_consistent(a, order)
+
+
+def test_split_past_a_far_single_location_reports_no_competitive_single(eng):
+    # Beijing could fill the order alone, but for more than a parcel per line costs: the search stops at that
+    # price, so the split's reason is NO_SINGLE_LOCATION (none competes); the native search never prices it
     stock(eng, {"SH-PEOPLE": {"SKU-A": 5}, "SH-PUDONG": {"SKU-B": 5},
                 "BJ-DONGCHENG": {"SKU-A": 5, "SKU-B": 5}})
     order = Order("o-1", [("SKU-A", 1), ("SKU-B", 1)], destination=SHANGHAI)
     a = eng.route_order(order)
     assert plan(a) == {"SH-PEOPLE": {"SKU-A": 1}, "SH-PUDONG": {"SKU-B": 1}}
-    assert a.explanation.split_reason == "CHEAPER"
-    (runner,) = a.explanation.runners_up
-    assert runner.location == "BJ-DONGCHENG"
-    assert runner.cost > a.total_cost
-    assert runner.distance_km == pytest.approx(haversine_km(SHANGHAI, BEIJING), abs=1e-6)
+    assert a.explanation.split_reason == "NO_SINGLE_LOCATION"
+    assert a.explanation.runners_up == () or not eng.stats()["native"]
+    assert a.explanation.optimal is True
+    beijing = 8.0 + 0.03 * 1.3 * haversine_km(SHANGHAI, BEIJING) + 2.0 * (1 / 5 + 1 / 5)
+    assert beijing > a.total_cost
     assert_consistent(a, order)
 
 
