@@ -17,7 +17,7 @@ Groups
     (exact plans) and under ``exact_plans=False`` (the greedy split it replaced): cost saved, share of split
     orders improved, time added at p50 / p99.
 
-``test_scaling_summary`` prints the table with the ratios to 1k (run the whole file, ``-s`` to see it):
+After the module, a fixture prints the table with the ratios to 1k (run the whole file, ``-s`` to see it):
 
     .venv/bin/python -m pytest benchmarks/test_bench_scaling.py --benchmark-only -s -q -p no:cacheprovider
 
@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 import pyomni
-from pyomni import AllocationStatus, Capability, RoutingPolicy
+from pyomni import Capability, RoutingPolicy
 from pyomni.model import Allocation, Order
 
 SIZES = ((1_000, 20_000), (5_000, 20_000), (20_000, 20_000), (50_000, 20_000), (5_000, 100_000))
@@ -57,6 +57,7 @@ def _engine(n_loc: int, n_sku: int) -> tuple[pyomni.Network, pyomni.Engine, floa
         net = pyomni.demo_network(stores=n_loc - 8, warehouses=8, skus=n_sku, seed=0)
         stock = pyomni.demo_stock(net, seed=0)
         engine = pyomni.Engine(net)
+        engine.register_policy(GREEDY)
         t0 = time.perf_counter()
         engine.apply_stock_events(stock)          # builds the SKU trees too
         _engines[key] = (net, engine, time.perf_counter() - t0)
@@ -182,8 +183,6 @@ def test_reference_quotes_on_1k(benchmark) -> None:
 @pytest.mark.parametrize("max_lines", [3, 6])
 def test_exact_vs_greedy(benchmark, max_lines: int) -> None:
     net, engine, _ = _engine(5_000, 20_000)
-    if GREEDY.key not in engine.policies():
-        engine.register_policy(GREEDY)
     orders = pyomni.demo_orders(net, N_ORDERS + WARMUP, seed=2, max_lines=max_lines)
     for order in orders[:WARMUP]:
         engine.quote(order)
@@ -202,11 +201,12 @@ def test_exact_vs_greedy(benchmark, max_lines: int) -> None:
 
     benchmark.pedantic(sweep, rounds=1, iterations=1, warmup_rounds=0)
 
-    saved, improved, split_orders, exact_cost = 0.0, 0, 0, 0.0
+    saved, improved, split_orders, exact_cost, rescued = 0.0, 0, 0, 0.0, 0
     for order in timed:
         e, g = out["exact"][order.id], out["greedy"][order.id]
-        assert e.ok == g.ok, order.id
-        if not e.ok:
+        assert e.ok or not g.ok, order.id          # whatever the greedy split fills, the exact search fills
+        if not g.ok:
+            rescued += e.ok                        # a plan within max_splits the greedy steps did not find
             continue
         assert e.total_cost <= g.total_cost + 1e-9, order.id          # never dearer than the greedy split
         exact_cost += e.total_cost
@@ -214,7 +214,7 @@ def test_exact_vs_greedy(benchmark, max_lines: int) -> None:
             split_orders += 1
             improved += e.total_cost < g.total_cost - 1e-9
         saved += g.total_cost - e.total_cost
-    row = {"orders": len(timed), "split_orders": split_orders, "split_orders_improved": improved,
+    row = {"orders": len(timed), "filled_only_by_exact": rescued, "split_orders": split_orders, "split_orders_improved": improved,
            "share_improved": round(improved / max(split_orders, 1), 3), "cost_saved": round(saved, 2),
            "cost_saved_pct_of_all": round(100 * saved / max(exact_cost, 1e-9), 3),
            "cost_saved_per_improved_order": round(saved / max(improved, 1), 2),
@@ -225,12 +225,14 @@ def test_exact_vs_greedy(benchmark, max_lines: int) -> None:
     benchmark.extra_info.update(row)
 
 
-def test_scaling_summary() -> None:
-    """The issue's table, rerun, with the ratios to 1k (printed with -s)."""
+@pytest.fixture(scope="module", autouse=True)
+def scaling_summary():
+    """After the module: the issue's table, rerun, with the ratios to 1k, and the other rows (shown with -s)."""
+    yield
     base = _rows.get((1_000, 20_000))
     sized = [(k, v) for k, v in _rows.items() if isinstance(k[0], int)]
     if base is None or not sized:
-        pytest.skip("run with the quote-scaling benchmarks (and --benchmark-only) to get the table")
+        return
     print("\n| locations x SKUs | cells | p50 | p90 | p99 | p50 / 1k | p99 / 1k | split p50 | split p99 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (n, s), r in sized:
@@ -239,7 +241,4 @@ def test_scaling_summary() -> None:
               f"{r['all_p99_us'] / base['all_p99_us']:.2f}x | {r.get('split_p50_us', '-')} | "
               f"{r.get('split_p99_us', '-')} |")
     for k, v in _rows.items():
-        if not isinstance(k[0], int):
-            print(k, v)
-    assert all(r["checked"] == N_CHECKED for _, r in sized)
-    assert AllocationStatus.QUOTED        # the table printed from answers that were all checked above
+        print(k, v)

@@ -86,6 +86,17 @@ ctypedef struct Stats:
     int strategy                    # 0 spatial, 1 sku_scan (of the single-location search)
 
 
+ctypedef struct LocInfo:            # what a search reads about a location, in one cache line
+    double xyz[3]                   # unit vector
+    double fixed_cost
+    double static_key               # static cost in chord units (shapes the SKU trees)
+    int32_t priority
+    int32_t capacity                # daily, 0 = unlimited
+    uint32_t excl_mark              # the generation of the query that excludes it
+    uint8_t caps
+    uint8_t is_open
+    uint8_t _pad[10]
+
 ctypedef struct TNode:              # a node of a SKU's tree: a box of its cells' locations and their cheapest static costs
     double lo[3]
     double hi[3]
@@ -128,21 +139,16 @@ cdef class Router:
     cdef Ledger ledger
     cdef LocationIndex index
     cdef readonly int32_t n
-    cdef double* xyz
-    cdef uint8_t* caps
-    cdef uint8_t* is_open
-    cdef int32_t* capacity
-    cdef int32_t* priority
-    cdef double* fixed_cost
+    cdef LocInfo* info              # per location, one cache line each
     cdef double min_fixed
     cdef uint32_t* stamp
     cdef uint32_t stamp_gen
-    cdef uint32_t* excl_mark        # per location: the generation of the query that excludes it
     cdef uint32_t excl_gen
-    cdef double* static_key         # per location: its static cost in chord units (shapes the SKU trees)
     cdef SkuTree* trees             # per SKU, built on first use when the SKU has > SCAN_LIMIT cells
     cdef int32_t n_trees
     cdef readonly int64_t tree_bytes
+    cdef double* node_min_fixed     # per node of the location tree: cheapest fixed cost below it
+    cdef int32_t* node_min_priority # per node of the location tree: best (lowest) priority below it
 
     cdef SkuTree* _tree_for(self, int32_t sku) noexcept nogil
     cdef bint _build_tree(self, SkuTree* t, int32_t sku) noexcept nogil
@@ -159,7 +165,7 @@ cdef class Router:
     cdef void _push_tree_children(self, const PolicyC* pol, const Query* q, const SkuTree* t, const TNode* node, bint extra, int* stack, int* top) noexcept nogil
     cdef void _push_children(self, const Query* q, const KdNode* node, int* stack, int* top) noexcept nogil
     cdef void _consider_step(self, const PolicyC* pol, const Query* q, int32_t loc, int known_line, int64_t known_cell, Plan* plan, int64_t rem_units, double* best_ratio, int32_t* best_loc, double* best_km, Costs* best_cost, int32_t* best_take) noexcept nogil
-    cdef void _prefetch_leaf(self, const Query* q, const SkuTree* t, const TNode* node, int known_line, const int32_t* remaining) noexcept nogil
+    cdef void _prefetch_leaf(self, const PolicyC* pol, const Query* q, const SkuTree* t, const TNode* node, int known_line, const int32_t* remaining, double bound) noexcept nogil
     cdef bint _split_step(self, const PolicyC* pol, const Query* q, Plan* plan) noexcept nogil
     cdef void _split(self, const PolicyC* pol, const Query* q, Plan* plan) noexcept nogil
     cdef Status _hold_plan(self, const Query* q, const Plan* plan, int64_t* cells) noexcept nogil
@@ -170,6 +176,7 @@ cdef class Router:
     cdef double _line_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil
     cdef int _route_one(self, const PolicyC* pol, Query* q, bint hold, Singles* best, Plan* plan, Stats* st,
                         int64_t* cells, int* split_reason, Outcome* out) noexcept nogil
+    cdef double _two_parcels_bound(self, const PolicyC* pol, const Query* q, double* cheapest) noexcept nogil
     cdef double _unit_split_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil
     cdef int _greedy_only(self, const PolicyC* pol, Query* q, Plan* plan, double split_cap, int* split_reason,
                           Outcome* out, Stats* st, int64_t* cells, bint hold) noexcept nogil

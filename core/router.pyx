@@ -41,9 +41,11 @@ same thing by brute force, and parity tests hold the two to identical answers):
 * The answer, without the exact search (one line, more lines than
   EXACT_LINES, ``exact_plans`` off, no splits): the single, unless the greedy
   split (cap: the single's cost) covers everything with more than one shipment
-  at a strictly lower total cost. With it: the single if it costs at most two
-  cheapest fixed costs and a penalty (no split can undercut that), else the
-  exact plan (or the greedy split as above).
+  at a strictly lower total cost. With it: the exact plan (or the greedy split
+  as above). The search proves it cheaply for most orders: a single location
+  that costs less than the two cheapest eligible locations without their
+  stock-dependent parts plus a penalty (less 1e-9) beats every plan of two
+  parcels or more.
 * ``split_reason`` of a plan of several parcels: ``CHEAPER`` if a single
   location could fill the order for no more than a parcel per line costs (the
   cap of that search, when such a plan exists), else ``NO_SINGLE_LOCATION``.
@@ -58,7 +60,8 @@ first, skipping a subtree when the cheapest cost anything in it could have
 (cheapest fixed cost and priority below it + distance to its box) cannot beat
 what is already found or exceeds the search's cap. The exact search prices the
 groups with caps derived from the best plan known (a group that is one of
-several parcels leaves at least ``min_fixed + split_penalty`` to pay), and the
+several parcels leaves at least the cheapest eligible location's cost without
+its stock-dependent part, plus a penalty, to pay), and the
 greedy split only runs when it could win: a greedy plan that splits a line's
 units sends it from two holders of it, one taking all it has, so it costs at
 least ``2 * cheapest holder + split_penalty + low_stock_weight``.
@@ -78,6 +81,8 @@ from pyomni._core.geo cimport (LocationIndex, KdNode, KD_STACK, unit_vector, cho
 cdef double INF = 1e300
 cdef extern from *:
     void __builtin_prefetch(const void* addr) nogil
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** out, size_t alignment, size_t size)
 # Prune only when a bound exceeds the best by more than rounding could explain,
 # so a pruned location can never tie or win.
 cdef double EPS = 1e-9
@@ -166,54 +171,58 @@ cdef class Router:
         self.index = index
         self.n = n
         cdef int32_t m = max(n, 1)
-        self.xyz = <double*> malloc(m * 3 * sizeof(double))
-        self.caps = <uint8_t*> malloc(m)
-        self.is_open = <uint8_t*> malloc(m)
-        self.capacity = <int32_t*> malloc(m * sizeof(int32_t))
-        self.priority = <int32_t*> malloc(m * sizeof(int32_t))
-        self.fixed_cost = <double*> malloc(m * sizeof(double))
+        # one cache line per location: everything a search reads about it
+        if posix_memalign(<void**> &self.info, 64, m * sizeof(LocInfo)) != 0:
+            self.info = NULL
+            raise MemoryError()
+        memset(self.info, 0, m * sizeof(LocInfo))
         self.stamp = <uint32_t*> malloc(m * sizeof(uint32_t))
-        self.excl_mark = <uint32_t*> malloc(m * sizeof(uint32_t))
-        if (self.excl_mark == NULL or self.xyz == NULL or self.caps == NULL or self.is_open == NULL or self.capacity == NULL
-                or self.priority == NULL or self.fixed_cost == NULL or self.stamp == NULL):
+        if self.stamp == NULL:
             raise MemoryError()
         self.min_fixed = INF if n else 0.0
         for i in range(n):
-            self.xyz[3 * i] = xyz[i, 0]
-            self.xyz[3 * i + 1] = xyz[i, 1]
-            self.xyz[3 * i + 2] = xyz[i, 2]
-            self.caps[i] = caps[i]
-            self.is_open[i] = is_open[i]
-            self.capacity[i] = capacity[i]
-            self.priority[i] = priority[i]
-            self.fixed_cost[i] = fixed_cost[i]
+            self.info[i].xyz[0] = xyz[i, 0]
+            self.info[i].xyz[1] = xyz[i, 1]
+            self.info[i].xyz[2] = xyz[i, 2]
+            self.info[i].caps = caps[i]
+            self.info[i].is_open = is_open[i]
+            self.info[i].capacity = capacity[i]
+            self.info[i].priority = priority[i]
+            self.info[i].fixed_cost = fixed_cost[i]
             if fixed_cost[i] < self.min_fixed:
                 self.min_fixed = fixed_cost[i]
         memset(self.stamp, 0, m * sizeof(uint32_t))
         self.stamp_gen = 0
-        memset(self.excl_mark, 0, m * sizeof(uint32_t))
         self.excl_gen = 0
         # the SKU trees split on static cost as well as on place, so a subtree of dear locations is
         # pruned even in a dense city; the scale (the default policy's cost of a km) only shapes the tree
-        self.static_key = <double*> malloc(m * sizeof(double))
-        if self.static_key == NULL:
-            raise MemoryError()
         for i in range(n):
-            self.static_key[i] = (self.fixed_cost[i] + self.priority[i]) * STATIC_CHORD_PER_COST
+            self.info[i].static_key = (self.info[i].fixed_cost + self.info[i].priority) * STATIC_CHORD_PER_COST
         self.trees = NULL
         self.n_trees = 0
         self.tree_bytes = 0
+        # per node of the location tree: the cheapest fixed cost and best priority below it (the two cheapest
+        # eligible locations bound what any plan of two parcels or more can cost)
+        cdef int nn = max(index.n_nodes, 1), node_id, j
+        self.node_min_fixed = <double*> malloc(nn * sizeof(double))
+        self.node_min_priority = <int32_t*> malloc(nn * sizeof(int32_t))
+        if self.node_min_fixed == NULL or self.node_min_priority == NULL:
+            raise MemoryError()
+        for node_id in range(index.n_nodes):
+            self.node_min_fixed[node_id] = INF
+            self.node_min_priority[node_id] = 2147483647
+            for j in range(index.nodes[node_id].start, index.nodes[node_id].end):
+                i = index.perm[j]
+                if self.info[i].fixed_cost < self.node_min_fixed[node_id]:
+                    self.node_min_fixed[node_id] = self.info[i].fixed_cost
+                if self.info[i].priority < self.node_min_priority[node_id]:
+                    self.node_min_priority[node_id] = self.info[i].priority
 
     def __dealloc__(self):
-        free(self.xyz)
-        free(self.caps)
-        free(self.is_open)
-        free(self.capacity)
-        free(self.priority)
-        free(self.fixed_cost)
         free(self.stamp)
-        free(self.excl_mark)
-        free(self.static_key)
+        free(self.info)
+        free(self.node_min_fixed)
+        free(self.node_min_priority)
         cdef int32_t k
         for k in range(self.n_trees):
             free(self.trees[k].cell)
@@ -223,11 +232,11 @@ cdef class Router:
 
     def set_open(self, int32_t loc, bint is_open):
         """Open or close a location for routing."""
-        self.is_open[loc] = is_open
+        self.info[loc].is_open = is_open
 
     def set_capacity(self, int32_t loc, int32_t capacity):
         """Change a location's daily capacity (0 = unlimited)."""
-        self.capacity[loc] = capacity
+        self.info[loc].capacity = capacity
 
     # -- the SKU trees -------------------------------------------------------------
     cdef SkuTree* _tree_for(self, int32_t sku) noexcept nogil:
@@ -299,16 +308,16 @@ cdef class Router:
         for i in range(start, end):
             loc = t.loc[i]
             for a in range(3):
-                v = self.xyz[3 * loc + a]
+                v = self.info[loc].xyz[a]
                 if v < node.lo[a]:
                     node.lo[a] = v
                 if v > node.hi[a]:
                     node.hi[a] = v
-            if self.fixed_cost[loc] < node.min_fixed:
-                node.min_fixed = self.fixed_cost[loc]
-            if self.priority[loc] < node.min_priority:
-                node.min_priority = self.priority[loc]
-            v = self.static_key[loc]
+            if self.info[loc].fixed_cost < node.min_fixed:
+                node.min_fixed = self.info[loc].fixed_cost
+            if self.info[loc].priority < node.min_priority:
+                node.min_priority = self.info[loc].priority
+            v = self.info[loc].static_key
             if v < s_lo:
                 s_lo = v
             if v > s_hi:
@@ -359,26 +368,34 @@ cdef class Router:
         t.nodes[node_id].right = right
         return node_id
 
-    cdef void _prefetch_leaf(self, const Query* q, const SkuTree* t, const TNode* node, int known_line,
-                             const int32_t* remaining) noexcept nogil:
-        # Overlap a leaf's cache misses before reading any of them: its own cells, then the hash slots of the
-        # other lines (those with units remaining, when ``remaining`` is given), then the cells they point at.
-        cdef int j, i
+    cdef void _prefetch_leaf(self, const PolicyC* pol, const Query* q, const SkuTree* t, const TNode* node,
+                             int known_line, const int32_t* remaining, double bound) noexcept nogil:
+        # Overlap a leaf's cache misses before reading any of them: the cells of the entries that could still
+        # cost at most ``bound`` (their place and static cost alone say so, from small per-location arrays),
+        # then the hash slots of their other lines (those with units remaining, when ``remaining`` is given),
+        # then the cells those point at.
+        cdef int j, i, n = 0
+        cdef int32_t loc
+        cdef int32_t keep[TREE_LEAF]
         for j in range(node.start, node.end):
-            __builtin_prefetch(&self.ledger.cells[t.cell[j]])
+            loc = t.loc[j]
+            if self._base(pol, loc, chord_sq_to_km_lb(chord_sq(self.info[loc].xyz, q.dest)), False) <= bound + EPS:
+                __builtin_prefetch(&self.ledger.cells[t.cell[j]])
+                keep[n] = loc
+                n += 1
         if q.n_lines == 1:
             return
-        for j in range(node.start, node.end):
+        for j in range(n):
             for i in range(q.n_lines):
                 if i != known_line and (remaining == NULL or remaining[i] > 0):
-                    self.ledger.prefetch(t.loc[j], q.sku[i])
-        for j in range(node.start, node.end):
+                    self.ledger.prefetch(keep[j], q.sku[i])
+        for j in range(n):
             for i in range(q.n_lines):
                 if i != known_line and (remaining == NULL or remaining[i] > 0):
-                    self.ledger.prefetch_cell(t.loc[j], q.sku[i])
+                    self.ledger.prefetch_cell(keep[j], q.sku[i])
 
     cdef double _tree_key(self, int32_t loc, int axis) noexcept nogil:
-        return self.static_key[loc] if axis == 3 else self.xyz[3 * loc + axis]
+        return self.info[loc].static_key if axis == 3 else self.info[loc].xyz[axis]
 
     cdef double _tnode_lb(self, const PolicyC* pol, const Query* q, const TNode* node, bint extra,
                           double* km_lb) noexcept nogil:
@@ -411,13 +428,13 @@ cdef class Router:
     cdef int _gate(self, const Query* q, int32_t loc, double km) noexcept nogil:
         # -1 if the location is eligible, else why not (a Reject code)
         cdef int32_t cap
-        if not self.is_open[loc]:
+        if not self.info[loc].is_open:
             return REJ_CLOSED
-        if self.excl_mark[loc] == q.excl_gen:
+        if self.info[loc].excl_mark == q.excl_gen:
             return REJ_EXCLUDED
-        if loc != q.pickup_loc and (self.caps[loc] & q.need_cap) != q.need_cap:
+        if loc != q.pickup_loc and (self.info[loc].caps & q.need_cap) != q.need_cap:
             return REJ_CAPABILITY
-        cap = self.capacity[loc]
+        cap = self.info[loc].capacity
         if cap > 0 and self.ledger.held_shipments[loc] + self.ledger.confirmed_today[loc] >= cap:
             return REJ_CAPACITY
         if km > q.max_km:
@@ -426,8 +443,8 @@ cdef class Router:
 
     cdef void _costs(self, const PolicyC* pol, int32_t loc, double km, double low_sum, bint extra,
                             Costs* out) noexcept nogil:
-        cdef int32_t cap = self.capacity[loc]
-        out.fixed = self.fixed_cost[loc] + (pol.split_penalty if extra else 0.0)
+        cdef int32_t cap = self.info[loc].capacity
+        out.fixed = self.info[loc].fixed_cost + (pol.split_penalty if extra else 0.0)
         out.distance = pol.per_km * km
         out.low_stock = pol.low_stock_weight * low_sum
         if cap > 0:
@@ -435,7 +452,7 @@ cdef class Router:
                 <double> (self.ledger.held_shipments[loc] + self.ledger.confirmed_today[loc]) / cap)
         else:
             out.load = 0.0
-        out.priority = pol.priority_weight * self.priority[loc]
+        out.priority = pol.priority_weight * self.info[loc].priority
         out.total = out.fixed + out.distance + out.low_stock + out.load + out.priority
 
     cdef double _base(self, const PolicyC* pol, int32_t loc, double km, bint extra) noexcept nogil:
@@ -448,7 +465,7 @@ cdef class Router:
     cdef void _consider_single(self, const PolicyC* pol, const Query* q, int32_t loc, int64_t c0, Singles* best,
                                Stats* st) noexcept nogil:
         # ``c0``: the location's cell of the rarest line (q.check_order[0]) when the caller knows it, else -2
-        cdef double c2 = chord_sq(&self.xyz[3 * loc], q.dest)
+        cdef double c2 = chord_sq(self.info[loc].xyz, q.dest)
         cdef double km
         cdef int r, i, j
         cdef double low = 0.0
@@ -532,7 +549,9 @@ cdef class Router:
             if best.n > 0 and lb > best.cost[0].total + EPS:
                 continue
             if node.left < 0:
-                self._prefetch_leaf(q, t, node, q.check_order[0], NULL)
+                self._prefetch_leaf(pol, q, t, node, q.check_order[0], NULL,
+                                    best.cost[0].total if best.n > 0 and best.cost[0].total < q.single_cap
+                                    else q.single_cap)
                 for i in range(node.start, node.end):
                     self._consider_single(pol, q, t.loc[i], t.cell[i], best, st)
             else:
@@ -566,7 +585,7 @@ cdef class Router:
         for s in range(plan.n_ship):
             if plan.loc[s] == loc:
                 return
-        c2 = chord_sq(&self.xyz[3 * loc], q.dest)
+        c2 = chord_sq(self.info[loc].xyz, q.dest)
         if best_loc[0] >= 0 and self._base(pol, loc, chord_sq_to_km_lb(c2), extra) / rem_units > best_ratio[0] + EPS:
             return
         if self._base(pol, loc, chord_sq_to_km_lb(c2), False) + self.min_fixed + pol.split_penalty > q.split_cap + EPS:
@@ -652,7 +671,7 @@ cdef class Router:
                 if (lb - (pol.split_penalty if extra else 0.0)) + self.min_fixed + pol.split_penalty > q.split_cap + EPS:
                     continue
                 if node.left < 0:
-                    self._prefetch_leaf(q, t, node, i, plan.remaining)
+                    self._prefetch_leaf(pol, q, t, node, i, plan.remaining, q.split_cap - self.min_fixed)
                     for c in range(node.start, node.end):
                         loc = t.loc[c]
                         if self.stamp[loc] != self.stamp_gen:
@@ -742,7 +761,7 @@ cdef class Router:
             out.km = b.km[0]
             out.first = b.cost[0]
             out.later = b.cost[0]
-            out.later.fixed = self.fixed_cost[out.loc] + pol.split_penalty
+            out.later.fixed = self.info[out.loc].fixed_cost + pol.split_penalty
             out.later.total = (out.later.fixed + out.later.distance + out.later.low_stock + out.later.load
                                + out.later.priority)
 
@@ -834,7 +853,7 @@ cdef class Router:
         cdef bint exact = can_split and 2 <= n_lines <= EXACT_LINES and pol.exact_plans
         cdef bint use_greedy = False
         cdef double shortcut = 2.0 * self.min_fixed + pol.split_penalty
-        cdef double rest = self.min_fixed + pol.split_penalty, ub, lo, hi
+        cdef double rest = self.min_fixed + pol.split_penalty, ub, lo, hi, two = INF, cheapest = INF
         cdef bint needs_greedy = False       # a line of two or more units could be split over locations
         cdef bint complete = False
         cdef Exact ex
@@ -849,11 +868,15 @@ cdef class Router:
             if q.qty[i] > 1:
                 needs_greedy = True
         # 1. a single location. When the exact search may follow, only up to the price no plan of two or
-        # more parcels can undercut (two cheapest fixed costs and a penalty): most orders end here.
-        q.single_cap = shortcut if exact and not pol.fewest_first else INF
+        # more parcels can undercut (the two cheapest eligible locations and a penalty): most orders end here.
+        if exact and not pol.fewest_first:
+            two = self._two_parcels_bound(pol, q, &cheapest)
+            rest = cheapest + pol.split_penalty
+        q.single_cap = two if exact and not pol.fewest_first else INF
         self._search_single(pol, q, best, st)
         q.single_cap = INF
-        if best.n > 0 and (not can_split or pol.fewest_first or best.cost[0].total <= shortcut):
+        if best.n > 0 and (not can_split or pol.fewest_first or (
+                best.cost[0].total <= shortcut if not exact else best.cost[0].total < two - EPS)):
             self._take_single(q, best, plan)
             out.optimal = True
             out.lower_bound = plan.total
@@ -978,6 +1001,46 @@ cdef class Router:
             split_reason[0] = 2 if ex.g[full].loc >= 0 else 1
         return self._finish(q, hold, plan, cells)
 
+    cdef double _two_parcels_bound(self, const PolicyC* pol, const Query* q, double* cheapest) noexcept nogil:
+        # No plan of two parcels or more costs less than this: the two cheapest eligible locations' costs
+        # without their stock-dependent parts, plus one penalty (``cheapest``: the first of them). A walk of
+        # the location tree, nearer child first, pruned by each node's cheapest fixed cost and priority.
+        cdef double b0 = INF, b1 = INF, lb, c2, base
+        cdef int32_t l0 = -1, l1 = -1, loc
+        cdef int top, node_id, j
+        cdef int stack[KD_STACK]
+        cdef const KdNode* node
+        if self.n == 0:
+            return INF
+        stack[0] = 0
+        top = 1
+        while top:
+            top -= 1
+            node_id = stack[top]
+            node = &self.index.nodes[node_id]
+            lb = (self.node_min_fixed[node_id] + pol.per_km * chord_sq_to_km_lb(box_chord_sq(node, q.dest))
+                  + pol.priority_weight * self.node_min_priority[node_id])
+            if lb > b1 + EPS:
+                continue
+            if node.left >= 0:
+                self._push_children(q, node, stack, &top)
+                continue
+            for j in range(node.start, node.end):
+                loc = self.index.perm[j]
+                c2 = chord_sq(self.info[loc].xyz, q.dest)
+                if self._base(pol, loc, chord_sq_to_km_lb(c2), False) > b1 + EPS:
+                    continue
+                if self._gate(q, loc, chord_sq_to_km(c2)) >= 0:
+                    continue
+                base = self._base(pol, loc, chord_sq_to_km(c2), False)
+                if _before(base, loc, b0, l0):
+                    b1, l1 = b0, l0
+                    b0, l0 = base, loc
+                elif _before(base, loc, b1, l1):
+                    b1, l1 = base, loc
+        cheapest[0] = b0
+        return b0 + b1 + pol.split_penalty
+
     cdef double _unit_split_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil:
         # The greedy split costs no less than this if it splits the units of a line: such a line leaves in two
         # parcels or more, each from a holder of a unit of it, one of them a later parcel, and one of them
@@ -1071,13 +1134,14 @@ cdef class Router:
         # exclusions are marks, so any number of them costs O(1) per location examined
         self.excl_gen += 1
         if self.excl_gen == 0:          # wrapped: clear the marks
-            memset(self.excl_mark, 0, max(self.n, 1) * sizeof(uint32_t))
+            for loc in range(self.n):
+                self.info[loc].excl_mark = 0
             self.excl_gen = 1
         for i in range(n_ex):
             loc = excluded[i]
             if loc < 0 or loc >= self.n:
                 raise ValueError("excluded location out of range")
-            self.excl_mark[loc] = self.excl_gen
+            self.info[loc].excl_mark = self.excl_gen
         q.excl_gen = self.excl_gen
         q.n_lines = n_lines
         _order_by_rarity(&q, self.ledger.sku_count)
@@ -1089,9 +1153,9 @@ cdef class Router:
         memset(&st, 0, sizeof(Stats))
         with nogil:
             if pickup_loc >= 0:
-                q.dest[0] = self.xyz[3 * pickup_loc]
-                q.dest[1] = self.xyz[3 * pickup_loc + 1]
-                q.dest[2] = self.xyz[3 * pickup_loc + 2]
+                q.dest[0] = self.info[pickup_loc].xyz[0]
+                q.dest[1] = self.info[pickup_loc].xyz[1]
+                q.dest[2] = self.info[pickup_loc].xyz[2]
             else:
                 unit_vector(lat, lon, q.dest)
             status = self._route_one(&pol.p, &q, hold, &best, &plan, &st, cells, &split_reason, &out)
@@ -1160,7 +1224,8 @@ cdef class Router:
         cdef Ledger ledger = self.ledger
         self.excl_gen += 1              # a generation no location is marked with: nothing excluded
         if self.excl_gen == 0:
-            memset(self.excl_mark, 0, max(self.n, 1) * sizeof(uint32_t))
+            for loc in range(self.n):
+                self.info[loc].excl_mark = 0
             self.excl_gen = 1
         with nogil:
             for i in range(n):
@@ -1276,10 +1341,10 @@ cdef class Router:
 
     cdef void _offer(self, const Query* q, int32_t loc, int need_cap, double radius_c2, int k, int* n_found,
                      double* best_c2, int32_t* best_loc) noexcept nogil:
-        cdef double c2 = chord_sq(&self.xyz[3 * loc], q.dest)
+        cdef double c2 = chord_sq(self.info[loc].xyz, q.dest)
         cdef int i, j
         cdef int64_t c
-        if c2 > radius_c2 or not self.is_open[loc] or (self.caps[loc] & need_cap) != need_cap:
+        if c2 > radius_c2 or not self.info[loc].is_open or (self.info[loc].caps & need_cap) != need_cap:
             return
         if n_found[0] == k and not _before(c2, loc, best_c2[k - 1], best_loc[k - 1]):
             return
