@@ -62,6 +62,12 @@ cdef class Ledger:
     cdef uint64_t* sku_version      # per SKU: the ledger version of its last cell change (feeds ask what changed)
     cdef readonly uint64_t version  # counts cell changes
     cdef readonly uint64_t drops    # counts dropped cells (a rollback): cell indices may have been reused
+    # cells whose available-to-sell rose since a router last drained the log (a raise can loosen a bound a
+    # router keeps; a fall never can); past raise_cap entries only raise_overflow says so
+    cdef int32_t* raise_log
+    cdef int32_t raise_cap
+    cdef int32_t n_raised
+    cdef bint raise_overflow
     cdef int32_t* held_shipments    # per location: shipments currently HELD
     cdef int32_t* confirmed_today   # per location: shipments confirmed since new_day()
 

@@ -71,10 +71,14 @@ cdef class Ledger:
         self.sku_version = NULL
         self.version = 0
         self.drops = 0
+        self.raise_cap = 8192
+        self.n_raised = 0
+        self.raise_overflow = False
+        self.raise_log = <int32_t*> malloc(self.raise_cap * sizeof(int32_t))
         self.cap_skus = 0
         self.held_shipments = <int32_t*> malloc(max(n_locations, 1) * sizeof(int32_t))
         self.confirmed_today = <int32_t*> malloc(max(n_locations, 1) * sizeof(int32_t))
-        if self.held_shipments == NULL or self.confirmed_today == NULL:
+        if self.held_shipments == NULL or self.confirmed_today == NULL or self.raise_log == NULL:
             raise MemoryError()
         memset(self.held_shipments, 0, max(n_locations, 1) * sizeof(int32_t))
         memset(self.confirmed_today, 0, max(n_locations, 1) * sizeof(int32_t))
@@ -95,6 +99,7 @@ cdef class Ledger:
         free(self.sku_version)
         free(self.held_shipments)
         free(self.confirmed_today)
+        free(self.raise_log)
 
     # -- growth --------------------------------------------------------------
     def add_skus(self, int32_t n_new):
@@ -283,7 +288,14 @@ cdef class Ledger:
         cell.on_hand = on_hand
         cell.reserved = reserved
         cell.safety = safety
-        self.sku_available[cell.sku] += cell_available(cell) - before
+        cdef int32_t after = cell_available(cell)
+        self.sku_available[cell.sku] += after - before
+        if after > before:
+            if self.n_raised < self.raise_cap:
+                self.raise_log[self.n_raised] = <int32_t> c
+                self.n_raised += 1
+            else:
+                self.raise_overflow = True
         self.version += 1
         self.sku_version[cell.sku] = self.version
 

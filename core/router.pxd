@@ -10,7 +10,7 @@ cdef enum:
     MAX_LINES = 64          # lines per order (pyomni.model.MAX_LINES)
     MAX_SHIPMENTS = 16      # shipments per order (max_splits is capped here)
     N_KEEP = 4              # single-location candidates kept: the winner + 3 runners-up
-    SCAN_LIMIT = 256        # SKU lists shorter than this are scanned instead of searched
+    SCAN_LIMIT = 48         # SKU lists this short are scanned; longer ones get a tree
     TREE_LEAF = 16          # cells per leaf of a SKU's tree
     EXACT_LINES = 6         # orders up to this many lines get the exact plan search
     N_GROUPS = 64           # 2 ** EXACT_LINES subsets of lines
@@ -106,12 +106,15 @@ ctypedef struct TNode:              # a node of a SKU's tree: a box of its cells
     int32_t end
     int32_t left                    # child node ids, -1 for a leaf
     int32_t right
+    int32_t parent                  # -1 for the root
+    int32_t max_avail               # no cell below has more available (a bound: it may be stale high)
 
 ctypedef struct SkuTree:            # the cells of one SKU in a k-d tree over (location, static cost)
     int32_t n                       # cells in the tree; 0 = not built
     int32_t head                    # the SKU's newest cell at build time: cells listed before it are newer
     int32_t n_nodes
     uint64_t drops                  # Ledger.drops at build time (a dropped cell may have been reused)
+    bint stale                      # the max_avail bounds must be recomputed (too many raises to follow)
     int32_t* cell                   # n entries in tree order
     int32_t* loc
     TNode* nodes
@@ -147,10 +150,14 @@ cdef class Router:
     cdef SkuTree* trees             # per SKU, built on first use when the SKU has > SCAN_LIMIT cells
     cdef int32_t n_trees
     cdef readonly int64_t tree_bytes
+    cdef int32_t* leaf_of           # per cell: its leaf in its SKU's tree, -1 if none (checked before use)
+    cdef int64_t n_leaf_of
     cdef double* node_min_fixed     # per node of the location tree: cheapest fixed cost below it
     cdef int32_t* node_min_priority # per node of the location tree: best (lowest) priority below it
 
     cdef SkuTree* _tree_for(self, int32_t sku) noexcept nogil
+    cdef void _drain_raises(self) noexcept nogil
+    cdef void _refresh_max(self, SkuTree* t) noexcept nogil
     cdef bint _build_tree(self, SkuTree* t, int32_t sku) noexcept nogil
     cdef int32_t _build_node(self, SkuTree* t, int32_t start, int32_t end) noexcept nogil
     cdef double _tree_key(self, int32_t loc, int axis) noexcept nogil

@@ -201,6 +201,10 @@ cdef class Router:
         self.trees = NULL
         self.n_trees = 0
         self.tree_bytes = 0
+        self.leaf_of = NULL
+        self.n_leaf_of = 0
+        ledger.n_raised = 0             # raises before the trees exist are already in them when built
+        ledger.raise_overflow = False
         # per node of the location tree: the cheapest fixed cost and best priority below it (the two cheapest
         # eligible locations bound what any plan of two parcels or more can cost)
         cdef int nn = max(index.n_nodes, 1), node_id, j
@@ -229,6 +233,7 @@ cdef class Router:
             free(self.trees[k].loc)
             free(self.trees[k].nodes)
         free(self.trees)
+        free(self.leaf_of)
 
     def set_open(self, int32_t loc, bint is_open):
         """Open or close a location for routing."""
@@ -256,13 +261,17 @@ cdef class Router:
             self.n_trees = cap
         t = &self.trees[sku]
         if t.n > 0 and t.drops == self.ledger.drops and count - t.n <= max(32, t.n // 4):
+            if t.stale:
+                self._refresh_max(t)
             return t
         if not self._build_tree(t, sku):
             return NULL
         return t
 
     cdef bint _build_tree(self, SkuTree* t, int32_t sku) noexcept nogil:
-        cdef int32_t m = self.ledger.sku_count[sku], k = 0, c
+        cdef int32_t m = self.ledger.sku_count[sku], c
+        cdef int64_t k = 0
+        cdef int32_t* grown_leaf
         cdef int64_t cap_nodes = 4 * (<int64_t> m) // TREE_LEAF + 4
         self.tree_bytes -= (<int64_t> t.n) * 8 + (<int64_t> t.n_nodes) * sizeof(TNode)
         free(t.cell)
@@ -271,6 +280,15 @@ cdef class Router:
         memset(t, 0, sizeof(SkuTree))
         if m <= 0:
             return False
+        if self.n_leaf_of < self.ledger.n_cells:
+            grown_leaf = <int32_t*> realloc(self.leaf_of, self.ledger.n_cells * sizeof(int32_t))
+            if grown_leaf == NULL:
+                return False
+            for k in range(self.n_leaf_of, self.ledger.n_cells):
+                grown_leaf[k] = -1
+            self.leaf_of = grown_leaf
+            self.n_leaf_of = self.ledger.n_cells
+            k = 0
         t.cell = <int32_t*> malloc(m * sizeof(int32_t))
         t.loc = <int32_t*> malloc(m * sizeof(int32_t))
         t.nodes = <TNode*> malloc(cap_nodes * sizeof(TNode))
@@ -295,7 +313,7 @@ cdef class Router:
 
     cdef int32_t _build_node(self, SkuTree* t, int32_t start, int32_t end) noexcept nogil:
         # A median split on the widest of x, y, z and static cost (recursion depth ~ log2 of the cells).
-        cdef int32_t node_id = t.n_nodes, i, j, lo, hi, mid, kth, tmp, left, right, loc
+        cdef int32_t node_id = t.n_nodes, i, j, lo, hi, mid, kth, tmp, left, right, loc, av
         cdef int axis, a
         cdef double pivot, v, s_lo = INF, s_hi = -INF, spread
         cdef TNode* node = &t.nodes[node_id]
@@ -326,7 +344,14 @@ cdef class Router:
         node.end = end
         node.left = -1
         node.right = -1
+        node.parent = -1
+        node.max_avail = 0
         if end - start <= TREE_LEAF:
+            for i in range(start, end):
+                self.leaf_of[t.cell[i]] = node_id
+                av = cell_available(&self.ledger.cells[t.cell[i]])
+                if av > node.max_avail:
+                    node.max_avail = av
             return node_id
         axis = 3
         spread = s_hi - s_lo
@@ -366,6 +391,9 @@ cdef class Router:
         right = self._build_node(t, mid, end)
         t.nodes[node_id].left = left
         t.nodes[node_id].right = right
+        t.nodes[left].parent = node_id
+        t.nodes[right].parent = node_id
+        t.nodes[node_id].max_avail = max(t.nodes[left].max_avail, t.nodes[right].max_avail)
         return node_id
 
     cdef void _prefetch_leaf(self, const PolicyC* pol, const Query* q, const SkuTree* t, const TNode* node,
@@ -414,11 +442,70 @@ cdef class Router:
                 + pol.priority_weight * node.min_priority)
 
 
+    cdef void _drain_raises(self) noexcept nogil:
+        # Follow the ledger's raises into the trees' max_avail bounds: each raised cell lifts its leaf and the
+        # ancestors below the new value. Falls are left alone (a bound stale high is still a bound). A cell the
+        # tree does not hold (newer than the tree, or of a tree being rebuilt) is skipped: searches scan those.
+        cdef int32_t i, j, c, node_id, a, sku
+        cdef SkuTree* t
+        cdef TNode* node
+        cdef bint found
+        if self.ledger.raise_overflow:
+            for sku in range(self.n_trees):
+                if self.trees[sku].n > 0:
+                    self.trees[sku].stale = True
+        else:
+            for i in range(self.ledger.n_raised):
+                c = self.ledger.raise_log[i]
+                if c >= self.n_leaf_of or c >= self.ledger.n_cells:
+                    continue
+                sku = self.ledger.cells[c].sku
+                if sku >= self.n_trees:
+                    continue
+                t = &self.trees[sku]
+                node_id = self.leaf_of[c]
+                if t.n == 0 or t.stale or t.drops != self.ledger.drops or node_id < 0 or node_id >= t.n_nodes:
+                    continue
+                node = &t.nodes[node_id]
+                found = False
+                if node.left < 0:
+                    for j in range(node.start, node.end):
+                        if t.cell[j] == c:
+                            found = True
+                            break
+                if not found:
+                    continue
+                a = cell_available(&self.ledger.cells[c])
+                while node_id >= 0 and t.nodes[node_id].max_avail < a:
+                    t.nodes[node_id].max_avail = a
+                    node_id = t.nodes[node_id].parent
+        self.ledger.n_raised = 0
+        self.ledger.raise_overflow = False
+
+    cdef void _refresh_max(self, SkuTree* t) noexcept nogil:
+        # every max_avail recomputed: leaves from their cells, then each parent (ids grow down the tree)
+        cdef int32_t node_id, j, a
+        cdef TNode* node
+        node_id = t.n_nodes - 1
+        while node_id >= 0:
+            node = &t.nodes[node_id]
+            if node.left < 0:
+                node.max_avail = 0
+                for j in range(node.start, node.end):
+                    a = cell_available(&self.ledger.cells[t.cell[j]])
+                    if a > node.max_avail:
+                        node.max_avail = a
+            else:
+                node.max_avail = max(t.nodes[node.left].max_avail, t.nodes[node.right].max_avail)
+            node_id -= 1
+        t.stale = False
+
     def prepare(self):
         """Build (or refresh) the tree of every SKU with more than SCAN_LIMIT cells now, so that no
         query pays for it later. Returns the bytes the trees take."""
         cdef int32_t sku, n = self.ledger.n_skus
         with nogil:
+            self._drain_raises()
             for sku in range(n):
                 if self.ledger.sku_count[sku] > SCAN_LIMIT:
                     self._tree_for(sku)
@@ -517,7 +604,7 @@ cdef class Router:
         # Whoever fills everything holds the rarest line's SKU: scan its cells when they are few, else walk
         # its tree, cheapest-looking subtree first, skipping subtrees that cannot beat the best found.
         cdef int i, top, node_id
-        cdef int32_t c, sku = q.sku[q.check_order[0]]
+        cdef int32_t c, sku = q.sku[q.check_order[0]], need = q.qty[q.check_order[0]]
         cdef double lb, km_lb
         cdef int stack[KD_STACK]
         cdef const TNode* node
@@ -543,7 +630,11 @@ cdef class Router:
             top -= 1
             node_id = stack[top]
             node = &t.nodes[node_id]
+            if node.max_avail < need:
+                continue                # no cell below has enough of the rarest line
             lb = self._tnode_lb(pol, q, node, False, &km_lb)
+            if not q.base_only:         # the rarest line's low-stock term is at least need / max_avail
+                lb += pol.low_stock_weight * need / node.max_avail
             if km_lb > q.max_km + EPS or lb > q.single_cap + EPS:
                 continue
             if best.n > 0 and lb > best.cost[0].total + EPS:
@@ -663,6 +754,8 @@ cdef class Router:
                 top -= 1
                 node_id = stack[top]
                 node = &t.nodes[node_id]
+                if node.max_avail <= 0:
+                    continue            # nothing below has a unit of this line
                 lb = self._tnode_lb(pol, q, node, extra, &km_lb)
                 if km_lb > q.max_km + EPS:
                     continue
@@ -1152,6 +1245,7 @@ cdef class Router:
         q.single_cap = INF
         memset(&st, 0, sizeof(Stats))
         with nogil:
+            self._drain_raises()
             if pickup_loc >= 0:
                 q.dest[0] = self.info[pickup_loc].xyz[0]
                 q.dest[1] = self.info[pickup_loc].xyz[1]
@@ -1228,6 +1322,7 @@ cdef class Router:
                 self.info[loc].excl_mark = 0
             self.excl_gen = 1
         with nogil:
+            self._drain_raises()
             for i in range(n):
                 if status[i] != 0:
                     continue

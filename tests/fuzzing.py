@@ -478,7 +478,8 @@ routing_policy = g.one_of(
           low_stock_weight=mix(g.floats(0, 5)), load_weight=mix(g.floats(0, 5)),
           priority_weight=mix(g.floats(0, 5)), max_splits=mix(g.integers(0, 17)),
           max_distance_km=mix(g.floats(0, 3000), extra=(math.inf,)),
-          same_day_max_km=mix(g.floats(0, 100))),
+          same_day_max_km=mix(g.floats(0, 100)), plan_objective=mix(pick(("cheapest", "fewest_shipments"))),
+          exact_plans=mix(pick((True, False)))),
     g.just(EXPRESS), bad)
 store_quotas = g.one_of(g.lists(g.tuples(store, mix(g.integers(0, 5))), min_size=1, max_size=3),
                          g.just({"SH-PEOPLE": 2}), bad)
@@ -824,7 +825,9 @@ MODULE_SPECS: dict[str, tuple[Callable[..., Any], dict[str, Gen]]] = {
                                       "split_penalty": mix(g.floats(0, 1)), "low_stock_weight": mix(g.floats(0, 1)),
                                       "load_weight": mix(g.floats(0, 1)), "priority_weight": mix(g.floats(0, 1)),
                                       "max_splits": mix(g.integers(0, 17)), "max_distance_km": mix(g.floats(0, 9)),
-                                      "same_day_max_km": mix(g.floats(0, 9))}),
+                                      "same_day_max_km": mix(g.floats(0, 9)),
+                                      "plan_objective": mix(pick(("cheapest", "fewest_shipments"))),
+                                      "exact_plans": mix(pick((True, False)))}),
     "ChannelRule": (ChannelRule, {"share": mix(g.floats(0, 1.2)), "buffer": count}),
     "Location": (Location, {"id": mix(pick(("L-1",))), "kind": mix(pick(tuple(LocationKind))), "lat": latitude,
                             "lon": longitude, "province_code": count, "prefecture_code": count,

@@ -304,3 +304,40 @@ def test_sku_trees_follow_new_cells_rollbacks_and_rebuilds():
         eng.apply_stock_events(events([{"location": x, "sku": "TEE", "event": "set", "qty": 1} for x in net.ids[5:20]]))
     same_answers()
     native.check_invariants()
+
+
+def test_sku_tree_bounds_follow_stock_that_comes_back():
+    # The trees bound what each subtree holds; a hold only lowers stock (the bound stays valid), a release,
+    # a receipt or a return raises it and must lift the bound, also past the ledger's raise log (8,192 raises
+    # between two decisions: every bound is recomputed).
+    rng = random.Random(12)
+    locations = [Location(f"S{i:03d}", LocationKind.STORE, 30 + rng.uniform(0, 3), 119 + rng.uniform(0, 3),
+                          capabilities=Capability.SHIP, fixed_cost=8.0) for i in range(400)]
+    net = pyomni.Network.from_locations(locations, skus=["TEE", "CAP"])
+    native, reference = twins(net, [{"location": x, "sku": s, "event": "set", "qty": 1}
+                                    for x in net.ids for s in ("TEE", "CAP")])
+    customers = [(30 + rng.uniform(0, 3), 119 + rng.uniform(0, 3)) for _ in range(30)]
+
+    def same_answers(qty: int) -> None:
+        for k, dest in enumerate(customers):
+            order = Order(f"q-{k}", [("TEE", qty), ("CAP", 1)], destination=dest, max_splits=1)
+            assert decided(native.quote(order)) == decided(reference.quote(order)), (k, qty)
+
+    same_answers(2)                                     # nobody has two: unfulfillable everywhere
+    held = {eng: [eng.route_order(Order(f"h-{k}", [("TEE", 1)], destination=d)).reservation_id
+                  for k, d in enumerate(customers)] for eng in (native, reference)}
+    assert held[native] == held[reference] and all(held[native])
+    same_answers(1)
+    for eng in (native, reference):                     # releases raise what the holds lowered
+        for rid in held[eng]:
+            eng.release(rid)
+    same_answers(1)
+    for eng in (native, reference):                     # a receipt somewhere: now one store has three
+        eng.apply_stock_events(events([{"location": net.ids[123], "sku": "TEE", "event": "receive", "qty": 2}]))
+    same_answers(2)
+    for eng in (native, reference):                     # more raises than the log holds, in one batch
+        eng.apply_stock_events(events([{"location": x, "sku": s, "event": "receive", "qty": 1}
+                                       for x in net.ids for s in ("TEE", "CAP")] * 11))
+    assert native.stats()["cells"] == 800
+    same_answers(9)
+    native.check_invariants()
