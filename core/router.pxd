@@ -152,6 +152,7 @@ cdef class Router:
     cdef readonly int64_t tree_bytes
     cdef int32_t* leaf_of           # per cell: its leaf in its SKU's tree, -1 if none (checked before use)
     cdef int64_t n_leaf_of
+    cdef double floor_cache[MAX_LINES]  # per line of the decision in hand: _line_floor, -1 until searched
     cdef double* node_min_fixed     # per node of the location tree: cheapest fixed cost below it
     cdef int32_t* node_min_priority # per node of the location tree: best (lowest) priority below it
 
@@ -180,6 +181,7 @@ cdef class Router:
     cdef void _set_group(self, const PolicyC* pol, const Singles* b, double cap, Group* out) noexcept nogil
     cdef void _partitions(self, const PolicyC* pol, const Query* q, Exact* ex) noexcept nogil
     cdef void _partition_from(self, const PolicyC* pol, Exact* ex, int n, int k, int i, int m, int* masks) noexcept nogil
+    cdef double _line_floor(self, const PolicyC* pol, const Query* q, int i, Stats* st) noexcept nogil
     cdef double _line_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil
     cdef int _route_one(self, const PolicyC* pol, Query* q, bint hold, Singles* best, Plan* plan, Stats* st,
                         int64_t* cells, int* split_reason, Outcome* out) noexcept nogil

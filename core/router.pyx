@@ -915,25 +915,35 @@ cdef class Router:
             self._partition_from(pol, ex, n, k, i + 1, m + 1, masks)
             masks[m] = 0
 
-    cdef double _line_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil:
-        # A lower bound on any plan, splits of a line's units included: every line leaves from some
-        # location holding a unit of it, and that parcel costs at least that location's cost without the
-        # stock-dependent part. The largest such least cost over the lines.
-        cdef Query sq = q[0]
+    cdef double _line_floor(self, const PolicyC* pol, const Query* q, int i, Stats* st) noexcept nogil:
+        # The cheapest parcel holding a unit of line i, priced without its stock-dependent part (INF: none);
+        # searched once per decision (floor_cache is reset by _route_one).
+        cdef Query sq
         cdef Singles b
-        cdef int i, strategy = st.strategy
-        cdef double lb = 0.0
+        cdef int strategy = st.strategy
+        if self.floor_cache[i] >= 0.0:
+            return self.floor_cache[i]
+        sq = q[0]
         sq.n_lines = 1
         sq.base_only = True
         sq.single_cap = INF
         sq.check_order[0] = 0
-        for i in range(q.n_lines):
-            sq.sku[0] = q.sku[i]
-            sq.qty[0] = 1
-            self._search_single(pol, &sq, &b, st)
-            if b.n > 0 and b.cost[0].total > lb:
-                lb = b.cost[0].total
+        sq.sku[0] = q.sku[i]
+        sq.qty[0] = 1
+        self._search_single(pol, &sq, &b, st)
         st.strategy = strategy
+        self.floor_cache[i] = b.cost[0].total if b.n > 0 else INF
+        return self.floor_cache[i]
+
+    cdef double _line_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil:
+        # A lower bound on any plan, splits of a line's units included: every line leaves from some
+        # location holding a unit of it, and that parcel costs at least its line floor. The largest floor.
+        cdef int i
+        cdef double lb = 0.0, f
+        for i in range(q.n_lines):
+            f = self._line_floor(pol, q, i, st)
+            if f < INF and f > lb:
+                lb = f
         return lb
 
     cdef int _route_one(self, const PolicyC* pol, Query* q, bint hold, Singles* best, Plan* plan, Stats* st,
@@ -958,6 +968,7 @@ cdef class Router:
         plan.n_ship = 0
         q.base_only = False
         for i in range(n_lines):
+            self.floor_cache[i] = -1.0
             if q.qty[i] > 1:
                 needs_greedy = True
         # 1. a single location. When the exact search may follow, only up to the price no plan of two or
@@ -1136,28 +1147,18 @@ cdef class Router:
 
     cdef double _unit_split_bound(self, const PolicyC* pol, const Query* q, Stats* st) noexcept nogil:
         # The greedy split costs no less than this if it splits the units of a line: such a line leaves in two
-        # parcels or more, each from a holder of a unit of it, one of them a later parcel, and one of them
-        # takes all that its location has (which is why the line is split), a low-stock term of a whole
-        # ``low_stock_weight``. A greedy plan that splits no line is a whole-line plan, priced by the exact
-        # search. INF when no line has two units.
-        cdef Query sq = q[0]
-        cdef Singles b
-        cdef int i, strategy = st.strategy
+        # parcels or more, each from a holder of a unit of it (each at least the line's floor), one of them a
+        # later parcel, and one of them takes all that its location has (which is why the line is split), a
+        # low-stock term of a whole ``low_stock_weight``. A greedy plan that splits no line is a whole-line
+        # plan, priced by the exact search. INF when no line has two units.
+        cdef int i
         cdef double bound = INF, t
-        sq.n_lines = 1
-        sq.base_only = True
-        sq.single_cap = INF
-        sq.check_order[0] = 0
         for i in range(q.n_lines):
             if q.qty[i] < 2:
                 continue
-            sq.sku[0] = q.sku[i]
-            sq.qty[0] = 1
-            self._search_single(pol, &sq, &b, st)
-            t = 2.0 * b.cost[0].total + pol.split_penalty + pol.low_stock_weight if b.n > 0 else INF
+            t = 2.0 * self._line_floor(pol, q, i, st) + pol.split_penalty + pol.low_stock_weight
             if t < bound:
                 bound = t
-        st.strategy = strategy
         return bound
 
     cdef int _greedy_only(self, const PolicyC* pol, Query* q, Plan* plan, double split_cap, int* split_reason,
