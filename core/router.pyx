@@ -715,8 +715,10 @@ cdef class Router:
 
     cdef bint _split_step(self, const PolicyC* pol, const Query* q, Plan* plan) noexcept nogil:
         # add the next shipment to ``plan``; False if no location can cover anything
-        cdef int i, top, node_id
+        cdef int i, j, p, n_walk = 0, top, node_id
         cdef int64_t rem_units = 0
+        cdef int order[MAX_LINES]
+        cdef int64_t units_after[MAX_LINES]
         cdef int32_t c, loc, best_loc = -1
         cdef double best_ratio = INF, best_km = 0.0, lb, km_lb
         cdef Costs best_cost
@@ -725,18 +727,31 @@ cdef class Router:
         cdef const TNode* node
         cdef SkuTree* t
         cdef bint extra = plan.n_ship > 0
+        # A useful location holds one of the remaining SKUs: walk each one's cells (its list when short,
+        # else its tree), each location once, the rarest SKU first. A location that the walk of SKU i leaves
+        # unvisited either has no unit of it or was ruled out for good (its bound already lost to a ratio
+        # that only falls since, or the distance or split cap). So a location first met in the walk of the
+        # p-th SKU covers units of that SKU and the later ones only: ``units_after[p]`` divides its bound,
+        # which makes the walk of a popular SKU (last) prune nearly as hard as a one-line search.
         for i in range(q.n_lines):
-            if plan.remaining[i] > 0:
-                rem_units += plan.remaining[i]
-        # a useful location holds one of the remaining SKUs: walk each one's cells (its list when short,
-        # else its tree), each location once
+            if plan.remaining[i] == 0:
+                continue
+            j = n_walk
+            while j > 0 and self.ledger.sku_count[q.sku[order[j - 1]]] > self.ledger.sku_count[q.sku[i]]:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = i
+            n_walk += 1
+        for p in range(n_walk - 1, -1, -1):
+            rem_units += plan.remaining[order[p]]
+            units_after[p] = rem_units
         self.stamp_gen += 1
         if self.stamp_gen == 0:     # wrapped: clear the marks
             memset(self.stamp, 0, max(self.n, 1) * sizeof(uint32_t))
             self.stamp_gen = 1
-        for i in range(q.n_lines):
-            if plan.remaining[i] == 0:
-                continue
+        for p in range(n_walk):
+            i = order[p]
+            rem_units = units_after[p]
             t = self._tree_for(q.sku[i]) if self.ledger.sku_count[q.sku[i]] > SCAN_LIMIT else NULL
             c = self.ledger.sku_head[q.sku[i]]
             while c >= 0 and (t == NULL or c != t.head):
