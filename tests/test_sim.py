@@ -468,3 +468,23 @@ def test_presets_are_valid_and_double11_is_a_400_store_brand():
     assert s.steps == s.hours * 60 // s.step_minutes
     assert math.isclose(sum(s.profile), sum(PRESETS["small"].profile))
     assert OrderState.BACKLOG in TERMINAL_STATES and OrderState.OPEN not in TERMINAL_STATES
+
+
+def test_an_order_no_plan_serves_ends_stockout_with_the_routers_reason():
+    # one parcel a day per store and two per warehouse: most orders find no plan (picking capacity), though
+    # their stock is in the network
+    starved = preset("small", **TINY, capacity=1, warehouse_capacity=2, **NO_STORE_OPS)
+    kept = simulate(starved.replace(backorder_hours=1e4), "greedy")
+    assert kept.metrics["backlog_orders"] > 0 and kept.metrics["hours_to_clear"] is None
+    r = simulate(starved.replace(backorder_hours=6.0), "greedy")
+    orders = r.orders.to_pandas()
+    expired = orders[orders.reason.fillna("").str.startswith("no plan in 6 h: ")]
+    assert len(expired) > 0 and (expired.state == "STOCKOUT").all()
+    assert (expired.terminal_h - expired.arrival_h >= 6.0 - 1e-9).all()       # never before the limit
+    assert expired.reason.str.contains("CONSTRAINTS").all()                     # the router's reason
+    # the orders still open at the end are the ones younger than the limit
+    open_ = orders[orders.state == "BACKLOG"]
+    assert (starved.hours - open_.arrival_h < 6.0 + starved.step_minutes / 60 + 1e-9).all()
+    # everything the run took on is still accounted for
+    assert r.metrics["stockout_orders"] == (orders.state == "STOCKOUT").sum()
+    assert r.metrics["backorder_expired_orders"] == len(expired) and kept.metrics["backorder_expired_orders"] == 0

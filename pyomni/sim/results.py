@@ -22,8 +22,15 @@ Metric definitions (cancelled orders are out of every denominator):
   less); ``plan_cost_vs_greedy`` -- the applied plans'
   summed objective against the router's plans of the same backlogs, on the
   optimiser's cost basis (-0.05 = 5 % cheaper);
+* ``stockout_orders`` -- orders ended STOCKOUT: short of stock in the whole
+  network, refunded after a re-route no location could take
+  (``refunded_orders``), or left without a plan for the scenario's
+  ``backorder_hours`` (``backorder_expired_orders``, reason ``"no plan in
+  ..."``);
 * ``hours_to_clear`` -- hours from the start until the last order reached a
-  terminal state (``None`` if orders were still open at the end);
+  terminal state (``None`` if orders were still open at the end: with the
+  backorder limit, only orders younger than it, or a horizon too short for
+  the backlog);
 * store load -- parcels a store picked on its busiest day against its daily
   capacity (capacity is per business day, so 1.0 = full, never more);
 * store operations -- a *re-route* is a parcel its location rejected or let
@@ -72,6 +79,8 @@ __all__ = ["OrderState", "ParcelOutcome", "SimulationResult", "summarise", "TERM
            "SETTLEMENT_SCHEMA"]
 
 _HOUR = 3_600.0
+#: How the reason of an order that waited ``backorder_hours`` without a plan begins.
+BACKORDER_PREFIX = "no plan in "
 
 
 class OrderState(enum.IntEnum):
@@ -502,7 +511,8 @@ def _store_operations(run: Run, outcome: np.ndarray, answer_min: np.ndarray, sto
         "answer_p50_min": pct(50),
         "answer_p95_min": pct(95),
         "late_share": share(int((late & accepted).sum()), int(accepted.sum())),
-        "refunded_orders": int(sum(r is not None and r != "no shippable stock" for r in run.end_reason)),
+        "refunded_orders": int(sum(r is not None and r != "no shippable stock" and not r.startswith(BACKORDER_PREFIX)
+                                   for r in run.end_reason)),
         "attribution_rule": run.rule.key,
         "settlement_total_cents": int(sum(settlement.column("net_cents").to_pylist())),
         "coupon_cents": int(run.world.coupon_cents[run.state == OrderState.SHIPPED].sum()),
@@ -551,6 +561,7 @@ def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np
         "cancelled_orders": int((state == OrderState.CANCELLED).sum()),
         "stockout_orders": int(stockout.sum()),
         "backlog_orders": int(backlog.sum()),
+        "backorder_expired_orders": int(sum(r is not None and r.startswith(BACKORDER_PREFIX) for r in run.end_reason)),
         "fill_rate": ratio(float(units_shipped.sum()), float(units[live].sum())),
         "order_fill_rate": ratio(n_shipped, n_live),
         "split_rate": ratio(float(run.n_shipments[shipped].sum()), n_shipped),

@@ -137,6 +137,15 @@ class Scenario:
     answer_limit_minutes : float
         The engine's answer limit (:class:`pyomni.fulfilment.StoreRules`
         ``answer_s``), in minutes of opening hours.
+    backorder_hours : float
+        How long the brand keeps an order open that no plan can serve (the
+        stock is in the network, but no plan within the routing policy's
+        limits reaches it: parcels, distance, capability, picking capacity).
+        Such an order is retried whenever capacity or stock changes (the
+        batch policies: every round); once it is this old and a quote still
+        finds no plan, the order ends STOCKOUT, the customer refunded, with
+        the router's reason. An order short of stock in the whole network
+        ends STOCKOUT at once.
     attribution : str
         The rule that credits revenue (one of :data:`ATTRIBUTIONS`).
     coupon_share : float
@@ -177,6 +186,7 @@ class Scenario:
     reject_share: float = 0.03
     no_answer_share: float = 0.02
     answer_limit_minutes: float = 15.0
+    backorder_hours: float = 36.0
     attribution: str = "split-361"
     coupon_share: float = 0.2
     seed: int = 7
@@ -233,6 +243,7 @@ class Scenario:
             raise errors.InvalidArgument(f"reject_share + no_answer_share must be at most 1, got "
                                          f"{self.reject_share} + {self.no_answer_share}", field="no_answer_share")
         _check_float(self.answer_limit_minutes, "answer_limit_minutes", 0.0, 1_440.0, low_open=True)
+        _check_float(self.backorder_hours, "backorder_hours", 0.0, 1e5, low_open=True)
         if self.attribution not in ATTRIBUTIONS:
             raise errors.InvalidArgument(f"attribution must be one of {', '.join(ATTRIBUTIONS)}, got "
                                          f"{self.attribution!r}", field="attribution")
@@ -295,8 +306,8 @@ TUNABLE_FIELDS: Mapping[str, type] = {
     "hours": int, "demand_hours": int, "step_minutes": int, "cutoff_hour": int, "replenish_share": float,
     "cancel_rate": float, "cancel_mean_hours": float, "micro_batch_minutes": int, "candidates": int,
     "piece_orders": int, "unfilled_penalty": float, "time_limit_s": float, "answer_minutes": float,
-    "reject_share": float, "no_answer_share": float, "answer_limit_minutes": float, "coupon_share": float,
-    "seed": int,
+    "reject_share": float, "no_answer_share": float, "answer_limit_minutes": float, "backorder_hours": float,
+    "coupon_share": float, "seed": int,
 }
 
 def _is_int(value: object) -> bool:

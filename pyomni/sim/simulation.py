@@ -33,7 +33,10 @@ the limit) is timed out by the engine's answer limit, in opening hours, and
 re-routed by the engine itself. When nothing can
 take the lines, the order exception is resolved ("customer refunded"), the
 order's hold released, and the order ends STOCKOUT with the exception's
-reason. Holds stay HELD until the order's last parcel is picked; then the
+reason. An order that no plan serves (its stock is in the network, out of
+the policy's reach) waits, retried, for the scenario's ``backorder_hours``,
+then ends STOCKOUT with the router's reason (:meth:`Run.expire_backorders`).
+Holds stay HELD until the order's last parcel is picked; then the
 reservation is confirmed and each parcel, packed at its pick, is shipped:
 the engine books the sale facts its settlement is computed from, credited by
 the scenario's attribution rule (:mod:`pyomni.settlement`).
@@ -94,7 +97,7 @@ from ..model import Allocation, CostBreakdown, LocationKind, ReservationState
 from ..policy import DEFAULT_POLICY
 from ..settlement import FULFILLER_TAKES_ALL, REGIONAL, SPLIT_361, AttributionRule
 from .policies import Policy, make_policy
-from .results import OrderState, ParcelOutcome, SimulationResult, summarise
+from .results import BACKORDER_PREFIX, OrderState, ParcelOutcome, SimulationResult, summarise
 from .scenario import Scenario
 from .world import ANSWER_SIGMA_SHIPMENT, World, build_world
 
@@ -619,6 +622,27 @@ class Run:
         }))
         self.received_units += int(sum(qtys))
 
+    def expire_backorders(self, now: float) -> None:
+        """Orders waiting longer than the scenario's ``backorder_hours`` that no plan serves end STOCKOUT.
+
+        Each is quoted under the run's routing policy first: one the router could place now stays waiting
+        for its policy (a batch policy's next round); one it cannot place is refunded, with the router's
+        reason (each short line: SKU, units it could get of those asked, why).
+        """
+        if not self.waiting:
+            return
+        limit = self.world.scenario.backorder_hours * _HOUR
+        arrival = self.world.arrival_s
+        overdue = [i for i in self.waiting if now - float(arrival[i]) >= limit]
+        for i in overdue:
+            quote = self.engine.quote(self.world.orders[i], policy=self.routing_policy)
+            if quote.ok:
+                continue
+            self.waiting.pop(i, None)
+            short = "; ".join(f"{x.sku} {x.allocatable} of {x.requested} {x.reason}" for x in quote.short_lines)
+            self.end_reason[i] = f"{BACKORDER_PREFIX}{self.world.scenario.backorder_hours:g} h: {short}"
+            self._end(i, OrderState.STOCKOUT, now)
+
     def finish(self) -> None:
         """End of the horizon: orders still open end in BACKLOG (their holds stay in the ledger)."""
         self.waiting.clear()
@@ -714,6 +738,7 @@ def simulate(scenario: Scenario | World, policy: str | Policy = "greedy", *, pro
             run.now = end
             run.catch_up(end)
             decider.on_step_end(run, end)
+            run.expire_backorders(end)
             run.pick(start, end)
             advance()
     run.finish()
