@@ -70,6 +70,32 @@ def test_html_embeds_every_figure(result, tmp_path):
     assert f"{result.metrics['fill_rate']:.1%}" in html
 
 
+@pytest.fixture(scope="module")
+def two_policies():
+    # two policies on one world: a map each and a difference map. On a 26-hour horizon the backlog of the
+    # last evening is still open, so hours to clear do not exist
+    from pyomni.sim import compare_policies
+    return compare_policies(preset("small", stores=15, orders=300, hours=26, time_limit_s=1.0),
+                            ["greedy", "micro_batch"])
+
+
+def test_every_report_section_has_its_figure_drawn(two_policies, tmp_path):
+    html = write_report(two_policies, tmp_path)["html"].read_text()
+    assert "None" not in html                                    # no "None" in any table
+    assert "not cleared" in html                                 # hours to clear of a backlog that never cleared
+    figures = re.findall(r'<h([23])>([^<]*)</h\1><img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"',
+                         html)
+    titles = [t for _, t, _, _ in figures]
+    assert titles == ["Policies compared", "Backlog over time", "Store load distribution",
+                      "Map of stores and flows: greedy", "Map of stores and flows: micro_batch",
+                      "Map of the difference: micro_batch against greedy", "Answer times and re-routes",
+                      "Net settlement per store"]
+    for _, title, alt, data in figures:
+        assert alt == title
+        pixels = imread(io.BytesIO(base64.b64decode(data)))
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 500 and pixels[..., :3].std() > 0.05, title
+
+
 def test_store_operations_and_settlement_sections(result, tmp_path, monkeypatch):
     top = 5                         # fewer than the scenario's 15 stores, so the others are summed in one row
     monkeypatch.setattr(report, "SETTLEMENT_TOP", top)

@@ -86,7 +86,7 @@ def _scenario(args: argparse.Namespace) -> Any:
 def run_simulate(args: argparse.Namespace) -> int:
     """Run ``pyomni simulate``: simulate, write the report, print the comparison table; returns 0."""
     from .policies import parse_policies
-    from .report import SUMMARY_METRICS, format_metric, write_report
+    from .report import MISSING_TEXT, SUMMARY_METRICS, format_metric, write_report
     from .simulation import compare_policies
 
     console = Console()
@@ -104,7 +104,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     for r in results:
         table.add_column(r.policy, justify="right")
     for key, label, fmt in SUMMARY_METRICS:
-        table.add_row(label, *(format_metric(r.metrics.get(key), fmt) for r in results))
+        table.add_row(label, *(format_metric(r.metrics.get(key), fmt, MISSING_TEXT.get(key, "-")) for r in results))
     console.print(table)
     console.print(f"report: {paths['html']}")
     return 0
@@ -112,7 +112,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Run ``pyomni sweep``: run the grid, write the table and chart, print a summary; returns 0."""
-    from .report import format_metric
+    from .report import MISSING_TEXT, format_metric
     from .sweep import parse_grid, run_sweep, write_sweep
 
     console = Console()
@@ -128,7 +128,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     for row in table_data.to_pylist():
         table.add_row(row["scenario"], row["policy"], format_metric(row["fill_rate"], "{:.1%}"),
                       format_metric(row["split_rate"], "{:.3f}"), format_metric(row["cost_per_order"], "{:.2f}"),
-                      format_metric(row["hours_to_clear"], "{:.1f}"))
+                      format_metric(row["hours_to_clear"], "{:.1f}", MISSING_TEXT["hours_to_clear"]))
     console.print(table)
     console.print(f"table: {paths['parquet']} · {paths['csv']} · chart: {paths['chart']}")
     return 0

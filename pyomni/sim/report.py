@@ -43,6 +43,7 @@ from .plots import (
     backlog_figure,
     comparison_figure,
     figure_png,
+    flow_difference_figure,
     flow_map_figure,
     settlement_figure,
     store_load_figure,
@@ -110,16 +111,22 @@ STORE_METRICS: tuple[tuple[str, str, Format], ...] = (
 SETTLEMENT_TOP = 15
 
 
-def format_metric(value: Any, fmt: Format) -> str:
-    """A metric for people: ``"-"`` when it does not exist; ``fmt`` a format string or a function.
+#: What a metric that does not exist means, where "-" (not applicable) would mislead.
+MISSING_TEXT = {"hours_to_clear": "not cleared"}
+
+
+def format_metric(value: Any, fmt: Format, missing: str = "-") -> str:
+    """A metric for people: ``missing`` when it does not exist; ``fmt`` a format string or a function.
 
     Examples
     --------
     >>> format_metric(0.987, "{:.1%}"), format_metric(None, "{:.1f}"), format_metric(150, format_yuan)
     ('98.7%', '-', '¥1.50')
+    >>> format_metric(None, "{:.1f}", MISSING_TEXT["hours_to_clear"])
+    'not cleared'
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return missing
     return fmt(value) if callable(fmt) else fmt.format(value)
 
 
@@ -141,7 +148,7 @@ def metrics_document(results: Sequence[SimulationResult]) -> dict[str, Any]:
 
 
 def write_report(results: Sequence[SimulationResult], out_dir: str | os.PathLike[str], *,
-                 progress: bool | Progress = False, map_sample: int = 400) -> dict[str, Path]:
+                 progress: bool | Progress = False, map_flows: int = 30) -> dict[str, Path]:
     """Write JSON, Parquet and HTML for ``results`` (one per policy, same scenario) into ``out_dir``.
 
     Parameters
@@ -152,8 +159,8 @@ def write_report(results: Sequence[SimulationResult], out_dir: str | os.PathLike
         Created if missing; existing report files are overwritten.
     progress : bool or rich.progress.Progress
         Show a progress bar while figures are drawn.
-    map_sample : int
-        Parcels drawn as flow lines on each map.
+    map_flows : int
+        Province-to-province flows drawn on each map (the largest).
 
     Returns
     -------
@@ -175,12 +182,12 @@ def write_report(results: Sequence[SimulationResult], out_dir: str | os.PathLike
         paths[name] = out / f"{name}.parquet"
         pq.write_table(pa.concat_tables(tables), paths[name])
     paths["html"] = out / "report.html"
-    paths["html"].write_text(render_html(results, progress=progress, map_sample=map_sample), encoding="utf-8")
+    paths["html"].write_text(render_html(results, progress=progress, map_flows=map_flows), encoding="utf-8")
     return paths
 
 
 def render_html(results: Sequence[SimulationResult], *, progress: bool | Progress = False,
-                map_sample: int = 400) -> str:
+                map_flows: int = 30) -> str:
     """The HTML report as a string, figures embedded as base64 PNGs.
 
     Examples
@@ -196,8 +203,10 @@ def render_html(results: Sequence[SimulationResult], *, progress: bool | Progres
         ("Backlog over time", lambda: backlog_figure(results)),
         ("Store load distribution", lambda: store_load_figure(results)),
     ]
-    jobs += [(f"Map of stores and flows: {r.policy}", lambda r=r: flow_map_figure(r, sample=map_sample))
+    jobs += [(f"Map of stores and flows: {r.policy}", lambda r=r: flow_map_figure(r, flows=map_flows))
              for r in results]
+    jobs += [(f"Map of the difference: {r.policy} against {results[0].policy}",
+              lambda r=r: flow_difference_figure(r, results[0])) for r in results[1:]]
     store_jobs: list[tuple[str, Any]] = [
         ("Answer times and re-routes", lambda: answer_time_figure(results)),
         ("Net settlement per store", lambda: settlement_figure(results)),
@@ -222,7 +231,7 @@ def render_html(results: Sequence[SimulationResult], *, progress: bool | Progres
 
     head = "".join(f"<th>{html.escape(r.policy)}</th>" for r in results)
     rows = _metric_rows(results, SUMMARY_METRICS)
-    params = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+    params = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(scenario_value(k, v))}</td></tr>"
                      for k, v in scenario.as_dict().items() if k != "profile")
     images = "".join(image(title, data) for title, data in figures[:len(jobs)])
     answer_image, settlement_image = (image(title, data, 3) for title, data in figures[len(jobs):])
@@ -262,15 +271,43 @@ listed, the other stores summed; the parties' nets add up to what the customers 
 <h2>Optimiser calls</h2><table class="small"><tr><th>policy</th><th>hour</th><th>backlog</th><th>placed</th>
 <th>status</th><th>objective</th><th>best bound</th><th>gap</th><th>seconds</th></tr>{solves}</table>
 <h2>Scenario</h2><table class="small">{params}</table>
-<p class="small">City data: GeoNames (CC BY 4.0); prefectures: cpca (MIT).</p>
+<p class="small">City data: GeoNames (CC BY 4.0); prefectures: cpca (MIT). Map outlines: Natural Earth (public
+domain).</p>
 </body></html>
 """
+
+
+#: What a scenario field left at ``None`` means, in words (the report never prints "None").
+_SCENARIO_DEFAULTS = {
+    "ship_from_store": "every store",
+    "capacity": "the demo network's (40-300 shipments a day per store)",
+    "safety": "the demo's (1 unit where a store cell holds 3 or more)",
+}
+
+
+def scenario_value(field: str, value: Any) -> str:
+    """A scenario field's value as the report prints it: words for a default left at ``None``, lists
+    without brackets.
+
+    >>> scenario_value("capacity", None)
+    "the demo network's (40-300 shipments a day per store)"
+    >>> scenario_value("replenish_hours", (6, 14)), scenario_value("store_hours", (8, 23))
+    ('6, 14', '8-23')
+    """
+    if value is None:
+        return _SCENARIO_DEFAULTS.get(field, "not set")
+    if field == "store_hours":
+        return f"{value[0]}-{value[1]}"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def _metric_rows(results: Sequence[SimulationResult], metrics: Sequence[tuple[str, str, Format]]) -> str:
     return "".join(
         f"<tr><td>{html.escape(label)}</td>"
-        + "".join(f"<td>{html.escape(format_metric(r.metrics.get(key), fmt))}</td>" for r in results) + "</tr>"
+        + "".join(f"<td>{html.escape(format_metric(r.metrics.get(key), fmt, MISSING_TEXT.get(key, '-')))}</td>"
+                  for r in results) + "</tr>"
         for key, label, fmt in metrics)
 
 

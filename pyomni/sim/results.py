@@ -561,7 +561,8 @@ def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np
         "cancelled_orders": int((state == OrderState.CANCELLED).sum()),
         "stockout_orders": int(stockout.sum()),
         "backlog_orders": int(backlog.sum()),
-        "backorder_expired_orders": int(sum(r is not None and r.startswith(BACKORDER_PREFIX) for r in run.end_reason)),
+        "backorder_expired_orders": int(sum(r is not None and r.startswith(BACKORDER_PREFIX)
+                                            for r in run.end_reason)),
         "fill_rate": ratio(float(units_shipped.sum()), float(units[live].sum())),
         "order_fill_rate": ratio(n_shipped, n_live),
         "split_rate": ratio(float(run.n_shipments[shipped].sum()), n_shipped),
@@ -573,6 +574,7 @@ def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np
         "cost_per_order": ratio(total_cost, n_shipped),
         "fulfilment_cost_per_order": ratio(fulfilment_cost, n_shipped),
         "hours_to_clear": None if backlog.any() else float(np.nanmax(run.terminal_s) / _HOUR),
+        "horizon_hours": int(w.scenario.hours),
         "mean_lead_time_h": float(lead_h.mean()) if len(lead_h) else None,
         "p95_lead_time_h": pct(lead_h, 95),
         "stockout_units": int(units[stockout].sum()),
