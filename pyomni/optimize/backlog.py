@@ -79,6 +79,7 @@ from ..kernels.transport import greedy_transport, lagrangian_value
 from ..model import MAX_LINES, MAX_QTY, Capability
 from ..network import Network
 from ..policy import DEFAULT_POLICY, RoutingPolicy
+from .bounds import lp_bound
 from .result import ASSIGNMENT_SCHEMA, UNFILLED_SCHEMA, OptimizeResult, SolveStatus, relative_gap
 from .solvers import COST_SCALE, Piece, PieceSolution, solve_piece
 
@@ -297,13 +298,20 @@ def optimize_backlog(orders: Any, network: Network, stock: Any, *, policy: str |
         if grown:
             how += ", then widened for orders left unfilled"
         bound_scope = f"candidate problem (per-order relaxation: each order at its cheapest plan; {how})"
-        priced = (_price_bound(data, arcs, order_units, bound_pieces, bound_solutions, objective_int) if transport
-                  else None)
-        bound_info = priced[1] if priced is not None else {}
-        if priced is not None and priced[0] > bound_int:
-            bound_int = priced[0]
-            bound_scope = ("candidate problem (Lagrangian: stock and capacity priced at the pieces' dual prices; "
-                           f"{how})")
+        if transport:
+            priced = _price_bound(data, arcs, order_units, bound_pieces, bound_solutions, objective_int)
+            bound_info = priced[1] if priced is not None else {}
+            if priced is not None and priced[0] > bound_int:
+                bound_int = priced[0]
+                bound_scope = ("candidate problem (Lagrangian: stock and capacity priced at the pieces' dual prices; "
+                               f"{how})")
+        else:
+            t = time.perf_counter()
+            lp_int, bound_info = _whole_lp_bound(data, arcs, groups, order_units, limit)
+            timings["bound_s"] = time.perf_counter() - t
+            if lp_int > bound_int:
+                bound_int = lp_int
+                bound_scope = f"candidate problem (LP relaxation of the whole, certified by its duals; {how})"
         if status is SolveStatus.FEASIBLE and bound_int >= objective_int:
             status = SolveStatus.OPTIMAL  # the plan meets a bound of the whole problem: proven
     if not status.has_solution:
@@ -988,6 +996,23 @@ def _per_order_bound(data: _Backlog, arcs: dict[str, np.ndarray], order_units: n
             split_lb = np.where(ok, low_sum.astype(np.int64) + c1 + c2 + split, big)
             best = np.minimum(best, split_lb)
     return int(best.sum())
+
+
+def _whole_lp_bound(data: _Backlog, arcs: dict[str, np.ndarray], groups: np.ndarray, order_units: np.ndarray,
+                    time_limit_s: float) -> tuple[int, dict[str, Any]]:
+    """The LP relaxation bound of the whole candidate problem (every order, full stock and capacity) that the
+    pieces cut up (:func:`pyomni.optimize.bounds.lp_bound`), plus the certain penalty of orders with no
+    candidate at all."""
+    whole, _ = _make_pieces(data, arcs, np.where(groups >= 0, 0, -1), order_units, False)
+    outside = int(np.rint(order_units[groups < 0] * data.penalty * COST_SCALE).sum())
+    if not whole:
+        return outside, {}
+    lp = lp_bound(whole[0], time_limit_s=time_limit_s)
+    return lp.bound + outside, {"method": "LP relaxation (GLOP dual simplex), bound from its duals by weak duality",
+                                "lp_status": lp.lp_status, "lp_value": (lp.lp_value + outside) / COST_SCALE,
+                                "unfilled_without_candidates": outside / COST_SCALE,
+                                "variables": lp.variables, "constraints": lp.constraints, "nonzeros": lp.nonzeros,
+                                "wall_time_s": round(lp.wall_time_s, 3)}
 
 
 def _price_bound(data: _Backlog, arcs: dict[str, np.ndarray], order_units: np.ndarray, pieces: list[Piece],

@@ -149,6 +149,7 @@ class _Optimising(ABC):
         ``greedy_objective``.
         """
         from ..optimize import greedy_backlog, optimize_backlog  # lazy: greedy runs without the optimiser
+        from ..optimize.result import relative_gap
 
         s = run.world.scenario
         network = run.world.network
@@ -200,7 +201,9 @@ class _Optimising(ABC):
                 run.stock_out(i, now)
                 stock_outs += 1
         record = _solve_record(result, now, len(backlog), len(placed), stock_outs, time.perf_counter() - started)
-        record.update(plan=plan, applied_objective=applied, optimiser_plan_objective=combined,
+        # the plan applied against the bound of the whole round's candidate problem (the optimiser's cost basis)
+        record.update(plan=plan, applied_objective=applied, applied_gap=relative_gap(applied, record["best_bound"]),
+                      optimiser_plan_objective=combined,
                       greedy_objective=float(baseline.objective),
                       greedy_unfilled_lines=baseline.unfilled.num_rows, router_placed=router_placed,
                       rejected_by_engine=rejected)

@@ -268,8 +268,14 @@ coupons are borne as the rule says; no returns in the simulation). The top {SETT
 listed, the other stores summed; the parties' nets add up to what the customers paid.</p>
 {settlement_tables}
 {settlement_image}
-<h2>Optimiser calls</h2><table class="small"><tr><th>policy</th><th>hour</th><th>backlog</th><th>placed</th>
-<th>status</th><th>objective</th><th>best bound</th><th>gap</th><th>seconds</th></tr>{solves}</table>
+<h2>Optimiser calls</h2>
+<p>Each round plans the waiting backlog with the optimiser and with the real-time router, on the optimiser's
+cost basis (the cost model at the round's snapshot, plus the unfilled penalty), and applies the cheaper. The
+bound is valid for the whole round's candidate problem (each order's candidate locations, all the stock and
+capacity): the gap is the applied plan's distance above it.</p>
+<table class="small"><tr><th>policy</th><th>hour</th><th>backlog</th><th>placed</th>
+<th>status</th><th>optimiser objective</th><th>plan applied</th><th>its cost</th><th>bound</th><th>gap</th>
+<th>bound from</th><th>seconds</th></tr>{solves}</table>
 <h2>Scenario</h2><table class="small">{params}</table>
 <p class="small">City data: GeoNames (CC BY 4.0); prefectures: cpca (MIT). Map outlines: Natural Earth (public
 domain).</p>
@@ -339,9 +345,17 @@ def _settlement_table(result: SimulationResult, titled: bool) -> str:
 def _solve_rows(result: SimulationResult) -> str:
     return "".join(
         f"<tr><td>{html.escape(result.policy)}</td><td>{s['hour']:.2f}</td><td>{s['backlog']}</td>"
-        f"<td>{s['placed']}</td><td>{html.escape(str(s['status']))}</td><td>{s['objective']:.1f}</td>"
-        f"<td>{s['best_bound']:.1f}</td><td>{format_metric(s['gap'], '{:.3%}')}</td>"
+        f"<td>{s['placed']}</td><td>{html.escape(str(s['status']))}</td><td>{s['objective']:,.1f}</td>"
+        f"<td>{html.escape(str(s.get('plan', '')))}</td><td>{s.get('applied_objective', s['objective']):,.1f}</td>"
+        f"<td>{s['best_bound']:,.1f}</td><td>{format_metric(s.get('applied_gap'), '{:.2%}')}</td>"
+        f"<td class=\"small\">{html.escape(_short_scope(s.get('bound_scope', '')))}</td>"
         f"<td>{s['wall_time_s']:.2f}</td></tr>" for s in result.solves)
+
+
+def _short_scope(scope: str) -> str:
+    """The bound's relaxation, without the candidate-problem preamble: "LP relaxation of the whole", ..."""
+    inner = scope[scope.find("(") + 1:scope.rfind(")")] if "(" in scope else scope
+    return inner.split(";")[0].split(",")[0] if inner else "-"
 
 
 def _with_policy(table: pa.Table, policy: str) -> pa.Table:

@@ -27,6 +27,10 @@ Metric definitions (cancelled orders are out of every denominator):
   (``refunded_orders``), or left without a plan for the scenario's
   ``backorder_hours`` (``backorder_expired_orders``, reason ``"no plan in
   ..."``);
+* ``max_gap`` -- the worst round's gap: its applied plan against the bound of
+  the round's whole candidate problem (:func:`pyomni.optimize.optimize_backlog`'s
+  ``best_bound``: the solver's, the LP relaxation of the whole, or the
+  Lagrangian bound; ``bound_scope`` in each solve record says which);
 * ``hours_to_clear`` -- hours from the start until the last order reached a
   terminal state (``None`` if orders were still open at the end: with the
   backorder limit, only orders younger than it, or a horizon too short for
@@ -541,7 +545,7 @@ def _metrics(run: Run, units: np.ndarray, units_shipped: np.ndarray, shipped: np
     fulfilment_cost = float(
         sum(run.ship_fixed[k] + run.ship_distance_cost[k] for k in range(len(run.ship_order))
             if shipped[run.ship_order[k]] and run.ship_live[k]))       # the parcels that went, not the re-routed
-    gaps = [x["gap"] for x in run.solves if math.isfinite(x["gap"])]
+    gaps = [x["applied_gap"] for x in run.solves if math.isfinite(x.get("applied_gap", math.nan))]
     # each round's applied plan against the real-time router's plan of the same backlog, on the optimiser's basis
     priced = [(a, g) for a, g in ((x.get("applied_objective", math.nan), x.get("greedy_objective", math.nan))
                                   for x in run.solves) if math.isfinite(a) and math.isfinite(g)]
