@@ -107,13 +107,13 @@ def test_a_bound_from_any_prices_is_still_a_bound(monkeypatch):
     # bound gets weaker, never invalid
     from pyomni.optimize import bounds
     rng = np.random.default_rng(3)
-    real = bounds._solve_glop
+    real = bounds._solve_lp
 
     def scrambled(*args, **kwargs):
         y, value, status = real(*args, **kwargs)
         return y + rng.normal(0.0, 2_000.0, y.shape), value, status
 
-    monkeypatch.setattr(bounds, "_solve_glop", scrambled)
+    monkeypatch.setattr(bounds, "_solve_lp", scrambled)
     for seed in range(30):
         p = random_piece(seed)
         assert lp_bound(p, time_limit_s=5).bound <= brute_force(p)

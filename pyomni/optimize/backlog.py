@@ -1008,8 +1008,9 @@ def _whole_lp_bound(data: _Backlog, arcs: dict[str, np.ndarray], groups: np.ndar
     if not whole:
         return outside, {}
     lp = lp_bound(whole[0], time_limit_s=time_limit_s)
-    return lp.bound + outside, {"method": "LP relaxation (GLOP dual simplex), bound from its duals by weak duality",
-                                "lp_status": lp.lp_status, "lp_value": (lp.lp_value + outside) / COST_SCALE,
+    return lp.bound + outside, {"method": "LP relaxation, bound from its duals by weak duality",
+                                "lp_solver": lp.solver, "lp_status": lp.lp_status,
+                                "lp_value": (lp.lp_value + outside) / COST_SCALE,
                                 "unfilled_without_candidates": outside / COST_SCALE,
                                 "variables": lp.variables, "constraints": lp.constraints, "nonzeros": lp.nonzeros,
                                 "wall_time_s": round(lp.wall_time_s, 3)}

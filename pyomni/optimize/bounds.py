@@ -6,7 +6,7 @@ unfilled, arcs in their pair's parcel, parcels per order, stock per cell,
 shipments per location), here over *all* orders at once with every cell's
 and location's full stock and capacity -- the problem a decomposition cuts
 up. Its LP relaxation (all variables in [0, 1]) is solved by OR-Tools' GLOP
-(dual simplex, time-limited).
+(dual simplex) or, for large backlogs, PDLP (first-order), time-limited.
 
 The bound is not read off the solver: it is recomputed from the LP's dual
 prices ``y`` by weak duality, so it is valid whatever the solver's
@@ -53,20 +53,26 @@ class LpBound:
     bound: int
     lp_value: float  #: the LP objective GLOP reported (nan if none)
     lp_status: str  #: OPTIMAL, or what stopped it (a time limit leaves a weaker, still valid bound)
+    solver: str
     variables: int
     constraints: int
     nonzeros: int
     wall_time_s: float
 
 
-def lp_bound(piece: Piece, *, time_limit_s: float) -> LpBound:
-    """The LP relaxation bound of ``piece`` (usually the whole backlog as one piece), certified from its duals."""
+def lp_bound(piece: Piece, *, time_limit_s: float, solver: str = "auto") -> LpBound:
+    """The LP relaxation bound of ``piece`` (usually the whole backlog as one piece), certified from its duals.
+
+    ``solver``: ``"glop"`` (dual simplex: exact, fast up to tens of thousands of variables), ``"pdlp"``
+    (first-order, two threads: on a 20,000-order backlog, 428k variables and 254k rows, 8.8 s to a bound
+    0.0003 % under GLOP's exact one, which took 41 s), or ``"auto"``: PDLP from 50,000 variables.
+    """
     start = time.perf_counter()
     n = piece.n_orders
     n_pairs = piece.pair_order.shape[0]
     n_lines = piece.line_order.shape[0]
     if n == 0:
-        return LpBound(0, 0.0, "OPTIMAL", 0, 0, 0, 0.0)
+        return LpBound(0, 0.0, "OPTIMAL", "none", 0, 0, 0, 0.0)
     split = float(piece.split_cost)
     arcs_per_pair = np.bincount(piece.arc_pair, minlength=n_pairs)
     own = arcs_per_pair[piece.arc_pair] > 1                        # arcs with a variable of their own
@@ -121,9 +127,12 @@ def lp_bound(piece: Piece, *, time_limit_s: float) -> LpBound:
                   piece.loc_capacity[full].astype(np.float64), piece.loc_id.shape[0])
     R, C, V = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
     LO, HI = np.concatenate(lo), np.concatenate(hi)
-    y, value, status = _solve_glop(n_cols, cost, offset, R, C, V, LO, HI, time_limit_s)
+    if solver == "auto":
+        solver = "pdlp" if n_cols >= _PDLP_FROM else "glop"
+    y, value, status = _solve_lp(n_cols, cost, offset, R, C, V, LO, HI, time_limit_s, solver)
     bound = _certified(cost, offset, R, C, V, LO, HI, y)
-    return LpBound(bound, value, status, n_cols, int(LO.shape[0]), int(V.shape[0]), time.perf_counter() - start)
+    return LpBound(bound, value, status, solver, n_cols, int(LO.shape[0]), int(V.shape[0]),
+                   time.perf_counter() - start)
 
 
 def _limited_rows(block, which: np.ndarray, member_of: np.ndarray, col: np.ndarray, val: np.ndarray,
@@ -135,15 +144,23 @@ def _limited_rows(block, which: np.ndarray, member_of: np.ndarray, col: np.ndarr
     block(row_of[member_of[keep]], col[keep], val[keep], np.full(which.shape[0], -np.inf), upper)
 
 
-def _solve_glop(n_cols: int, cost: np.ndarray, offset: float, R: np.ndarray, C: np.ndarray, V: np.ndarray,
-                LO: np.ndarray, HI: np.ndarray, time_limit_s: float) -> tuple[np.ndarray, float, str]:
-    """GLOP's dual prices (zeros if it found none), its objective and status, through one model proto."""
+_PDLP_FROM = 50_000
+#: OR-Tools solver and parameters per ``solver`` name
+_LP_SOLVERS = {"glop": ("GLOP_LINEAR_PROGRAMMING", "use_dual_simplex: true"),
+               "pdlp": ("PDLP_LINEAR_PROGRAMMING", "num_threads: 2 termination_criteria { "
+                        "simple_optimality_criteria { eps_optimal_relative: 1e-5 eps_optimal_absolute: 1e-3 } }")}
+
+
+def _solve_lp(n_cols: int, cost: np.ndarray, offset: float, R: np.ndarray, C: np.ndarray, V: np.ndarray,
+              LO: np.ndarray, HI: np.ndarray, time_limit_s: float, solver: str) -> tuple[np.ndarray, float, str]:
+    """The LP solver's dual prices (zeros if it found none), its objective and status, through one model proto."""
     from ortools.linear_solver import linear_solver_pb2 as pb
     from ortools.linear_solver import pywraplp
 
-    request = pb.MPModelRequest(solver_type=pb.MPModelRequest.GLOP_LINEAR_PROGRAMMING,
+    kind, params = _LP_SOLVERS[solver]
+    request = pb.MPModelRequest(solver_type=getattr(pb.MPModelRequest, kind),
                                 solver_time_limit_seconds=max(0.1, float(time_limit_s)),
-                                solver_specific_parameters="use_dual_simplex: true")
+                                solver_specific_parameters=params)
     model = request.model
     model.objective_offset = offset
     for c in cost.tolist():
