@@ -1,4 +1,5 @@
-"""``pyomni simulate`` and ``pyomni sweep``: peak simulations and what-if sweeps from the command line.
+"""``pyomni simulate``, ``replay`` and ``sweep``: peak simulations, what-ifs on the recorded order stream and
+scenario sweeps from the command line.
 
 :func:`add_commands` registers both subcommands on the main parser's
 subparsers; each sets ``run`` (as ``pyomni demo`` does), so the caller
@@ -26,11 +27,11 @@ from rich.table import Table
 
 from .. import errors
 
-__all__ = ["add_commands", "run_simulate", "run_sweep_command"]
+__all__ = ["add_commands", "run_simulate", "run_sweep_command", "run_replay_command"]
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``simulate`` and ``sweep`` on ``subparsers`` (each sets ``run``).
+    """Register ``simulate``, ``replay`` and ``sweep`` on ``subparsers`` (each sets ``run``).
 
     Examples
     --------
@@ -38,7 +39,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     >>> sub = argparse.ArgumentParser().add_subparsers(dest="command")
     >>> add_commands(sub)
     >>> sorted(sub.choices)
-    ['simulate', 'sweep']
+    ['replay', 'simulate', 'sweep']
     """
     simulate = subparsers.add_parser(
         "simulate", help="simulate a sales peak (e.g. Double 11) under several allocation policies",
@@ -51,6 +52,25 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     simulate.add_argument("--solver-workers", type=int, default=None,
                           help="worker processes per optimiser call (default: the optimiser's)")
     simulate.set_defaults(run=run_simulate)
+
+    replay = subparsers.add_parser(
+        "replay", help="re-run the orders a data directory's journal recorded under another policy or network",
+        description="Rebuild the engine's state at --from from the data directory (read only), re-decide every "
+                    "order recorded until --to under the what-if, and write metrics.json, Parquet tables and "
+                    "report.html (maps side by side with what actually happened) into --out.")
+    replay.add_argument("--data-dir", required=True, help="the engine's data directory (only read)")
+    replay.add_argument("--from", dest="start", default=None,
+                        help="window start: ISO 8601 (UTC unless it says) or epoch seconds (default: the oldest "
+                             "record the journal holds)")
+    replay.add_argument("--to", dest="end", default=None, help="window end (default: the newest record)")
+    replay.add_argument("--policy", default=None,
+                        help="the what-if routing policy: a registered key or name, or 'field=value,...' over "
+                             "RoutingPolicy's fields (default: each order's recorded policy)")
+    replay.add_argument("--stores", default=None,
+                        help="'+N': N more stores ship from store (those holding the most units first)")
+    replay.add_argument("--out", required=True, help="directory for the report files")
+    replay.add_argument("--quiet", action="store_true", help="no progress output")
+    replay.set_defaults(run=run_replay_command)
 
     sweep = subparsers.add_parser(
         "sweep", help="run a grid of what-if scenarios in parallel into one comparison table",
@@ -81,6 +101,45 @@ def _scenario(args: argparse.Namespace) -> Any:
 
     return preset(args.preset, stores=args.stores, orders=args.orders, hours=args.hours, seed=args.seed,
                   attribution=args.attribution)
+
+
+def run_replay_command(args: argparse.Namespace) -> int:
+    """Run ``pyomni replay``: replay the window, write the report, print both sides; returns 0."""
+    from ..replay import parse_policy, replay
+    from .replay_report import REPLAY_METRICS, write_replay_report
+    from .report import format_metric
+
+    console = Console()
+    add = 0
+    if args.stores is not None:
+        text = str(args.stores).strip()
+        if not text.startswith("+") or not text[1:].isdigit():
+            raise errors.InvalidArgument(f"--stores must be +N (N more ship-from-store stores), got {text!r}",
+                                         field="stores")
+        add = int(text[1:])
+    policy = parse_policy(args.policy) if args.policy is not None else None
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet and done:
+            console.print(f"  {done:,} of {total:,} records")
+
+    result = replay(args.data_dir, start=args.start, end=args.end, policy=policy, add_ship_stores=add,
+                    progress=progress)
+    paths = write_replay_report(result, args.out)
+    sides = (result.recorded, result.what_if)
+    table = Table(title=f"replay of {result.window['records']:,} records, {result.window['orders']:,} orders "
+                        f"({result.wall_time_s:.1f} s)")
+    table.add_column("metric")
+    for side in sides:
+        table.add_column(side.policy, justify="right")
+    for key, label, fmt in REPLAY_METRICS:
+        table.add_row(label, *(format_metric(side.metrics.get(key), fmt) for side in sides))
+    console.print(table)
+    for what, counts in (("skipped", result.skipped), ("refused", result.refused)):
+        if counts:
+            console.print(f"{what} in the what-if: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())))
+    console.print(f"report: {paths['html']}")
+    return 0
 
 
 def run_simulate(args: argparse.Namespace) -> int:

@@ -18,8 +18,10 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
+import pyarrow as pa
 from matplotlib import colormaps
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
@@ -35,9 +37,9 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from .basemap import draw_basemap, nearest_province
 from .results import SimulationResult
 
-__all__ = ["comparison_figure", "store_load_figure", "flow_map_figure", "flow_difference_figure", "backlog_figure",
-           "sweep_figure", "answer_time_figure", "settlement_figure", "figure_png", "COMPARED_METRICS",
-           "REROUTE_REASONS", "yuan_axis_label"]
+__all__ = ["comparison_figure", "store_load_figure", "flow_map_figure", "flow_difference_figure", "MapSource",
+           "backlog_figure", "sweep_figure", "answer_time_figure", "settlement_figure", "figure_png",
+           "COMPARED_METRICS", "REROUTE_REASONS", "yuan_axis_label"]
 
 #: Why parcels were re-routed, in the order the answer-time figure stacks them.
 REROUTE_REASONS = ("NOT_FOUND", "NO_STAFF", "DAMAGED", "OVER_CAPACITY", "TIMEOUT")
@@ -207,7 +209,27 @@ def store_load_figure(results: Sequence[SimulationResult]) -> Figure:
     return fig
 
 
-def flow_map_figure(result: SimulationResult, *, flows: int = 30) -> Figure:
+class MapSource(Protocol):
+    """What the maps read: a simulation's result or one side of a replay (:class:`pyomni.replay.ReplayOutcome`).
+
+    ``shipments`` has ``picked_h`` (null: not picked, left off the map), ``distance_km`` and ``from_lat, from_lon,
+    to_lat, to_lon``; ``store_load`` has ``location, kind, lat, lon, ships, parcels, utilisation``.
+    """
+
+    @property
+    def policy(self) -> str: ...
+
+    @property
+    def scenario(self) -> Any: ...         # anything with a ``name``
+
+    @property
+    def shipments(self) -> pa.Table: ...
+
+    @property
+    def store_load(self) -> pa.Table: ...
+
+
+def flow_map_figure(result: MapSource, *, flows: int = 30) -> Figure:
     """Where parcels ship from, on a map of China's provinces with its main cities.
 
     Locations are sized by parcels picked and coloured by utilisation (their
@@ -236,7 +258,7 @@ def flow_map_figure(result: SimulationResult, *, flows: int = 30) -> Figure:
     return fig
 
 
-def flow_difference_figure(result: SimulationResult, base: SimulationResult, *, min_parcels: int = 20) -> Figure:
+def flow_difference_figure(result: MapSource, base: MapSource, *, min_parcels: int = 20) -> Figure:
     """What ``result``'s policy changed against ``base``'s, on the map: provinces coloured by the change in
     mean distance of the parcels delivered to their customers (only those with ``min_parcels`` or more in
     both runs), locations by the change in parcels picked (triangles up: more, down: fewer; size by how
@@ -260,8 +282,7 @@ def flow_difference_figure(result: SimulationResult, base: SimulationResult, *, 
     ax = fig.subplots()
     draw_basemap(ax, province_fill={c: cmap(norm(v)) for c, v in delta.items()})
     fig.colorbar(ScalarMappable(norm, cmap), ax=ax, shrink=0.6, pad=0.01,
-                 label=f"mean km to the province's customers, {result.policy} − {base.policy} "
-                       f"(uncoloured: under {min_parcels} parcels)")
+                 label=f"change in mean km to the province's customers\n(uncoloured: under {min_parcels} parcels)")
     load_a, load_b = result.store_load, base.store_load
     parcels_b = dict(zip(load_b.column("location").to_pylist(), load_b.column("parcels").to_pylist(), strict=True))
     ids = load_a.column("location").to_pylist()
@@ -295,7 +316,7 @@ class _Flows:
     mean_km: float
 
 
-def _province_flows(result: SimulationResult) -> _Flows:
+def _province_flows(result: MapSource) -> _Flows:
     ships = result.shipments
     picked = ~np.isnan(ships.column("picked_h").to_numpy(zero_copy_only=False))
     col = {c: ships.column(c).to_numpy()[picked] for c in ("from_lat", "from_lon", "to_lat", "to_lon")}
@@ -332,7 +353,7 @@ def _draw_flows(ax: Axes, flow: _Flows, top: int) -> None:
     ax.add_artist(legend)
 
 
-def _draw_locations(ax: Axes, fig: Figure, result: SimulationResult) -> None:
+def _draw_locations(ax: Axes, fig: Figure, result: MapSource) -> None:
     load = result.store_load
     kinds = np.array(load.column("kind").to_pylist(), dtype=object)
     parcels = load.column("parcels").to_numpy().astype(np.float64)
