@@ -16,8 +16,8 @@ from test_durability import NET, workload
 
 import pyomni
 from pyomni import codec, errors
-from pyomni.journal import read_records
 from pyomni.cli import main
+from pyomni.journal import read_records
 from pyomni.replay import parse_policy, parse_time, replay
 
 START = 1_700_000_000.0
