@@ -313,6 +313,7 @@ class _Follower:
         self.recorded, self.what_if, self.policy = recorded, what_if, policy
         self.order_times: dict[str, float] = {}          # orders routed in the window, first routed at
         self.order_place: dict[str, tuple[float, float]] = {}    # where each goes (a pickup: its store)
+        self._latest = _LatestReservation(what_if)
         self.applied: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -404,7 +405,7 @@ class _Follower:
 
     def _reservation(self, recorded_rid: str) -> str | None:
         rec = self.recorded._records.get(recorded_rid)
-        return None if rec is None else _latest_reservation(self.what_if, rec.order.id)
+        return None if rec is None else self._latest(rec.order.id)
 
     def _ships_from(self, rid: str, location: str) -> bool:
         return any(s.location == location for s in self.what_if.reservation(rid).shipments)
@@ -414,7 +415,7 @@ class _Follower:
             s = self.recorded.shipment(recorded_sid)
         except errors.PyomniError:
             return None
-        rid = _latest_reservation(self.what_if, s.order_id)
+        rid = self._latest(s.order_id)
         if rid is None:
             return None
         mine = [x for x in self.what_if.shipments(open_only=False, order_id=s.order_id)
@@ -422,14 +423,23 @@ class _Follower:
         return mine[-1].id if mine else None
 
 
-def _latest_reservation(eng: Engine, order_id: str) -> str | None:
-    rid = eng._live_orders.get(order_id)
-    if rid is not None:
-        return rid
-    for rec in reversed(eng._record_order):          # a released or expired one: the latest of the order
-        if rec.order.id == order_id:
-            return rec.id
-    return None
+class _LatestReservation:
+    """An order's latest reservation in an engine (HELD or CONFIRMED first; else its last one), indexed as
+    the engine's append-only record list grows."""
+
+    def __init__(self, eng: Engine) -> None:
+        self.eng, self.seen = eng, 0
+        self.last: dict[str, str] = {}
+
+    def __call__(self, order_id: str) -> str | None:
+        rid = self.eng._live_orders.get(order_id)
+        if rid is not None:
+            return rid
+        records = self.eng._record_order
+        for rec in records[self.seen:]:
+            self.last[rec.order.id] = rec.id
+        self.seen = len(records)
+        return self.last.get(order_id)
 
 
 def _outcome(eng: Engine, order_times: dict[str, float], places: dict[str, tuple[float, float]], t0: float,
