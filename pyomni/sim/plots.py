@@ -416,6 +416,7 @@ def backlog_figure(results: Sequence[SimulationResult]) -> Figure:
     flow_ax.set_xlabel("simulated time (day and hour)")
     for ax in (backlog_ax, flow_ax):
         ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))
         ax.grid(axis="y", alpha=0.3)
     return fig

@@ -81,7 +81,7 @@ SUMMARY_METRICS = (
     ("hours_to_clear", "hours to clear", "{:.1f}"),
     ("mean_lead_time_h", "mean lead time h", "{:.1f}"),
     ("stockout_orders", "stock-out orders", "{:,}"),
-    ("backorder_expired_orders", "  of which no plan in time", "{:,}"),
+    ("backorder_expired_orders", "  no plan in time", "{:,}"),
     ("backlog_orders", "open at end", "{:,}"),
     ("warehouse_parcel_share", "from warehouses", "{:.1%}"),
     ("store_utilisation_p50", "store util. p50", "{:.2f}"),
