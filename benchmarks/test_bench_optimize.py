@@ -39,7 +39,7 @@ import pytest
 
 import pyomni
 from pyomni.demo import load_cities
-from pyomni.optimize import OptimizeResult, SolveStatus, greedy_backlog, optimize_backlog
+from pyomni.optimize import OptimizeResult, SolveStatus, backlog_table, greedy_backlog, optimize_backlog
 
 BACKLOG_SEED = 11
 GREEDY_SAMPLE = 100_000
@@ -177,15 +177,7 @@ def test_optimize_1m_orders_5000_locations(benchmark, large_case):
 @pytest.mark.benchmark(group="optimize-multiline")
 def test_optimize_multiline_20k_orders_500_locations(benchmark, small_case):
     network, snapshot, _ = small_case
-    rows = {"order_id": [], "sku": [], "qty": [], "lat": [], "lon": []}
-    for order in pyomni.demo_orders(network, 20_000, seed=BACKLOG_SEED):
-        for line in order.lines:
-            rows["order_id"].append(order.id)
-            rows["sku"].append(line.sku)
-            rows["qty"].append(line.qty)
-            rows["lat"].append(order.destination[0])
-            rows["lon"].append(order.destination[1])
-    orders = pa.table(rows)
+    orders = backlog_table(pyomni.demo_orders(network, 20_000, seed=BACKLOG_SEED))
     started = time.perf_counter()
     result = benchmark.pedantic(optimize_backlog, args=(orders, network, snapshot),
                                 kwargs={"time_limit_s": 30.0, "workers": 2}, rounds=1, iterations=1)

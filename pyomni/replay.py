@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -81,6 +82,7 @@ from .policy import RoutingPolicy
 __all__ = ["ReplayOutcome", "ReplayResult", "replay", "parse_time", "parse_policy"]
 
 _HOUR = 3_600.0
+_EPOCH = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")     # epoch seconds, as float() reads them
 _DAY = 86_400.0
 _KINDS = {int(k): k.name.lower() for k in LocationKind}
 
@@ -137,10 +139,8 @@ def parse_time(text: str | float | None, field_name: str) -> float | None:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         return validate.number(text, field_name)
     s = validate.text(text, field_name, max_chars=64)
-    try:
+    if _EPOCH.fullmatch(s.strip()):
         return float(s)
-    except ValueError:
-        pass
     import datetime as dt
     try:
         moment = dt.datetime.fromisoformat(s)

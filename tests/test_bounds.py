@@ -6,13 +6,12 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pyomni
-from pyomni.optimize import optimize_backlog
+from pyomni.optimize import backlog_table, optimize_backlog
 from pyomni.optimize.bounds import lp_bound
 from pyomni.optimize.solvers import Piece, solve_piece
 
@@ -124,15 +123,7 @@ def multiline():
     net = pyomni.demo_network(stores=60, warehouses=2, skus=60, seed=4)
     eng = pyomni.Engine(net)
     eng.apply_stock_events(pyomni.demo_stock(net, seed=4))
-    rows: dict[str, list] = {"order_id": [], "sku": [], "qty": [], "lat": [], "lon": []}
-    for order in pyomni.demo_orders(net, 600, seed=5, max_lines=3):
-        for line in order.lines:
-            rows["order_id"].append(order.id)
-            rows["sku"].append(line.sku)
-            rows["qty"].append(line.qty)
-            rows["lat"].append(order.destination[0])
-            rows["lon"].append(order.destination[1])
-    return net, eng, pa.table(rows)
+    return net, eng, backlog_table(pyomni.demo_orders(net, 600, seed=5, max_lines=3))
 
 
 def test_a_decomposed_solve_is_bounded_by_the_lp_of_the_whole(multiline):

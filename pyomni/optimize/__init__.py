@@ -26,13 +26,14 @@ Examples
 3.0
 """
 
-from .backlog import greedy_backlog, optimize_backlog
+from .backlog import backlog_table, greedy_backlog, optimize_backlog
 from .gap import GapInstance, GapResult, read_orlib_gap, solve_gap
 from .result import OptimizeResult, SolveStatus
 
 __all__ = [
     "optimize_backlog",
     "greedy_backlog",
+    "backlog_table",
     "OptimizeResult",
     "SolveStatus",
     "solve_gap",

@@ -83,14 +83,14 @@ from ..kernels.candidates import (
     unit_vectors,
 )
 from ..kernels.transport import greedy_transport, lagrangian_value
-from ..model import MAX_LINES, MAX_QTY, Capability
+from ..model import MAX_LINES, MAX_QTY, Capability, Order
 from ..network import Network
 from ..policy import DEFAULT_POLICY, RoutingPolicy
 from .bounds import lp_bound
 from .result import ASSIGNMENT_SCHEMA, UNFILLED_SCHEMA, OptimizeResult, SolveStatus, relative_gap
 from .solvers import COST_SCALE, Piece, PieceSolution, solve_piece
 
-__all__ = ["optimize_backlog", "greedy_backlog"]
+__all__ = ["optimize_backlog", "greedy_backlog", "backlog_table"]
 
 _MAX_SPLITS = 16
 _RARE_THRESHOLD = 64
@@ -130,6 +130,31 @@ class _Backlog:
     @property
     def n_orders(self) -> int:
         return int(self.order_ids.shape[0])
+
+
+def backlog_table(orders: Sequence[Order]) -> pa.Table:
+    """Delivery orders as the optimiser takes them: one row per line (``order_id, sku, qty, lat, lon``).
+
+    Raises :class:`~pyomni.errors.InvalidOrder` for an order without a destination (a pickup order is not
+    part of a delivery backlog).
+
+    >>> import pyomni
+    >>> backlog_table([pyomni.Order("o1", [("SKU-1", 2), ("SKU-2", 1)], destination=(31.2, 121.5))]).num_rows
+    2
+    """
+    rows: dict[str, list] = {"order_id": [], "sku": [], "qty": [], "lat": [], "lon": []}
+    for order in orders:
+        if order.destination is None:
+            raise errors.InvalidOrder(f"order {order.id!r} has no destination", field="destination")
+        for line in order.lines:
+            rows["order_id"].append(order.id)
+            rows["sku"].append(line.sku)
+            rows["qty"].append(line.qty)
+            rows["lat"].append(order.destination[0])
+            rows["lon"].append(order.destination[1])
+    return pa.table({"order_id": pa.array(rows["order_id"], pa.string()), "sku": pa.array(rows["sku"], pa.string()),
+                     "qty": pa.array(rows["qty"], pa.int32()), "lat": pa.array(rows["lat"], pa.float64()),
+                     "lon": pa.array(rows["lon"], pa.float64())})
 
 
 def optimize_backlog(orders: Any, network: Network, stock: Any, *, policy: str | RoutingPolicy = "default",
